@@ -1,0 +1,71 @@
+"""The append-only audit log: one immutable object per operation.
+
+``.aptship/audit/<UTC timestamp>-<random>.json``; keys sort by time, objects are
+written create-only and never changed, so the log works the same on S3.  An event
+holds the operation (who, when, what, which channel) and the list of its changes
+(package, version, pin before -> after); a bulk publish is one object.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import secrets
+import socket
+import time
+from typing import Any
+
+from publisher.errors import NotFound
+from publisher.storage.base import Storage
+
+AUDIT_PREFIX = ".aptship/audit/"
+
+
+def current_actor() -> str:
+    actor = os.environ.get("APTSHIP_ACTOR")
+    if actor:
+        return actor
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def record_event(
+    storage: Storage, *, action: str, channel: str, changes: list[dict[str, Any]], **extra: Any
+) -> dict[str, Any]:
+    event: dict[str, Any] = {"action": action, "channel": channel, "changes": changes, **extra}
+    event.setdefault("actor", current_actor())
+    now = time.time()
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
+    event.setdefault("at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)))
+    key = f"{AUDIT_PREFIX}{stamp}-{secrets.token_hex(4)}.json"
+    storage.write_bytes(
+        key,
+        json.dumps(event, sort_keys=True).encode(),
+        create_only=True,
+        content_type="application/json",
+    )
+    return event
+
+
+def read_events(
+    storage: Storage, *, channel: str | None = None, package: str | None = None
+) -> list[dict[str, Any]]:
+    events = []
+    for info in storage.list(AUDIT_PREFIX):
+        try:
+            event = json.loads(storage.read_bytes(info.key))
+        except (NotFound, ValueError):
+            continue
+        if channel and event.get("channel") != channel:
+            continue
+        for change in event.get("changes", []):
+            if package and change.get("package") != package:
+                continue
+            row = {k: v for k, v in event.items() if k != "changes"}
+            row.update(change)
+            events.append(row)
+    return events

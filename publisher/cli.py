@@ -1,0 +1,207 @@
+"""The ``aptship`` command line.
+
+:func:`main` is the single exit point: it runs the click group, prints
+``error: <message>`` for any :class:`AptshipError` and exits with that error's
+documented exit code (see docs/cli.md).  Commands import the heavy modules lazily so
+``aptship --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
+
+from publisher.errors import AptshipError, UsageError
+
+if TYPE_CHECKING:
+    from publisher.config import Config
+    from publisher.repo import Repository
+
+
+class Context:
+    def __init__(self, config_path: str | None) -> None:
+        self.config_path = config_path
+        self._config: Config | None = None
+        self._repo: Repository | None = None
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            from publisher.config import load_config
+
+            self._config = load_config(self.config_path)
+        return self._config
+
+    @property
+    def repo(self) -> Repository:
+        if self._repo is None:
+            from publisher.repo import Repository
+
+            self._repo = Repository(self.config)
+        return self._repo
+
+
+pass_ctx = click.make_pass_decorator(Context)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    envvar="APTSHIP_CONFIG",
+    type=click.Path(dir_okay=False),
+    help="Config file (default: $APTSHIP_CONFIG, else ./aptship.toml).",
+)
+@click.version_option(package_name="aptship")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None) -> None:
+    """aptship: a private apt repository for Python services shipped as .debs."""
+    ctx.obj = Context(config_path)
+
+
+@cli.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@json_option
+def init(directory: Path, as_json: bool) -> None:
+    """Create a local repository with a development signing key in DIRECTORY."""
+    from publisher.config import load_config
+    from publisher.repo import Repository
+    from publisher.scaffold import init_repository
+
+    cfg_path = init_repository(directory)
+    repo = Repository(load_config(cfg_path))
+    repo.reindex()
+    if as_json:
+        emit_json({"config": str(cfg_path), "channels": list(repo.config.channels)})
+        return
+    click.echo(f"wrote {cfg_path}")
+    click.echo(
+        f"repository at {repo.storage.describe()}; channels: {', '.join(repo.config.channels)}"
+    )
+    click.echo(
+        f"next: export APTSHIP_CONFIG={cfg_path} and run `aptship publish --channel dev FILE.deb`"
+    )
+
+
+@cli.command()
+@click.option("--channel", "-c", required=True, help="Channel (apt suite) to publish into.")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@json_option
+@pass_ctx
+def publish(ctx: Context, channel: str, files: tuple[Path, ...], as_json: bool) -> None:
+    """Validate FILES (.deb), store them in the pool and add them to CHANNEL."""
+    repo = ctx.repo
+    show_bar = not as_json and sys.stderr.isatty() and len(files) > 1
+    if show_bar:
+        with click.progressbar(length=len(files), label="publishing", file=sys.stderr) as bar:
+            results = repo.publish(channel, files, progress=bar.update)
+    else:
+        results = repo.publish(channel, files)
+    if as_json:
+        emit_json([r.to_json() for r in results])
+        return
+    for r in results:
+        e = r.entry
+        what = "published" if r.status == "added" else "unchanged (same bytes already published)"
+        pin = " [pinned]" if r.pinned else ""
+        click.echo(f"{what}: {e.package} {e.version} {e.architecture} -> {channel}{pin}")
+
+
+@cli.command(name="list")
+@click.option("--channel", "-c", help="Only this channel.")
+@json_option
+@pass_ctx
+def list_cmd(ctx: Context, channel: str | None, as_json: bool) -> None:
+    """List every retained package version (per channel)."""
+    rows = ctx.repo.list_entries(channel)
+    if as_json:
+        emit_json(rows)
+        return
+    for r in rows:
+        pin = "*" if r["pinned"] else " "
+        click.echo(
+            f"{r['channel']:<10} {pin} {r['package']:<30} {r['version']:<20} {r['architecture']}"
+        )
+
+
+@cli.command()
+@click.argument("package")
+@json_option
+@pass_ctx
+def show(ctx: Context, package: str, as_json: bool) -> None:
+    """Show a package's versions, pins and pin history in every channel."""
+    data = ctx.repo.show(package)
+    if as_json:
+        emit_json(data)
+        return
+    click.echo(package)
+    for name, ch in data["channels"].items():
+        click.echo(f"  {name}: pinned {ch['pin'] or '-'}; versions {', '.join(ch['versions'])}")
+
+
+@cli.command()
+@click.option("--channel", "-c", "channels", multiple=True, help="Only this channel (repeatable).")
+@json_option
+@pass_ctx
+def reindex(ctx: Context, channels: tuple[str, ...], as_json: bool) -> None:
+    """Re-render and re-sign channel indexes from the state."""
+    done = ctx.repo.reindex(channels or None)
+    if as_json:
+        emit_json({"reindexed": done})
+        return
+    for name, gen in done.items():
+        click.echo(f"reindexed {name} (generation {gen})")
+
+
+@cli.group()
+def key() -> None:
+    """Signing key commands."""
+
+
+@key.command(name="export")
+@click.option(
+    "--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file."
+)
+@pass_ctx
+def key_export(ctx: Context, output: Path | None) -> None:
+    """Print the repository's public key(s), ASCII-armored."""
+    public = ctx.repo.signer.export_public()
+    if output:
+        output.write_bytes(public)
+    else:
+        click.echo(public.decode("ascii"), nl=False)
+
+
+def fail(err: AptshipError) -> NoReturn:
+    click.echo(f"error: {err.message}", err=True)
+    sys.exit(err.exit_code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: the one place that turns errors into exit codes."""
+    try:
+        cli.main(args=argv, prog_name="aptship", standalone_mode=False)
+    except AptshipError as err:
+        fail(err)
+    except click.exceptions.Exit as ex:
+        sys.exit(ex.exit_code)
+    except click.exceptions.Abort:
+        click.echo("error: aborted", err=True)
+        sys.exit(1)
+    except click.ClickException as ex:
+        ex.show()
+        sys.exit(UsageError.exit_code)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

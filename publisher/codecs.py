@@ -1,0 +1,103 @@
+"""Index file formats built from per-bucket parts, so one bucket can be replaced cheaply.
+
+* ``plain``: the parts' text, concatenated.
+* ``gz``: an empty gzip member followed by one gzip member per part; gzip readers
+  (apt's included) read concatenated members as one file.
+* ``xz``: ONE xz stream with one block per part.  apt stops after the first stream
+  of a concatenated .xz, so the parts are blocks and the stream's index and footer
+  are rebuilt around them (xz file format 1.0.4, sections 2 and 4).
+
+A part is ``(bucket, data, meta)``; ``meta`` is what the container needs besides the
+bytes (for xz blocks: unpadded and uncompressed size) and is kept in the published
+record's layout, so a later publish can split the file again without parsing it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import lzma
+import struct
+import zlib
+from collections.abc import Sequence
+
+Part = tuple[str, bytes, tuple[int, ...]]
+Layout = list[list[object]]  # [[bucket, length, *meta], ...] as stored in JSON
+
+_EMPTY_GZ = gzip.compress(b"", compresslevel=6, mtime=0)
+_XZ_MAGIC = b"\xfd7zXZ\x00"
+_XZ_FLAGS = b"\x00\x04"  # no flags, CRC64 check
+_XZ_HEADER = _XZ_MAGIC + _XZ_FLAGS + struct.pack("<I", zlib.crc32(_XZ_FLAGS))
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, pos
+
+
+def make_part(fmt: str, bucket: str, text: bytes) -> Part:
+    if fmt == "plain":
+        return bucket, text, ()
+    if fmt == "gz":
+        return bucket, gzip.compress(text, compresslevel=6, mtime=0), ()
+    if fmt == "xz":
+        stream = lzma.compress(text, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC64, preset=6)
+        backward = struct.unpack("<I", stream[-8:-4])[0]
+        index_size = (backward + 1) * 4
+        index = stream[-12 - index_size : -12]
+        count, pos = _read_varint(index, 1)
+        if count != 1:
+            raise ValueError("expected a single-block xz stream")
+        unpadded, pos = _read_varint(index, pos)
+        uncompressed, _ = _read_varint(index, pos)
+        return bucket, stream[12 : -12 - index_size], (unpadded, uncompressed)
+    raise ValueError(f"unknown index format {fmt!r}")
+
+
+def join(fmt: str, parts: Sequence[Part]) -> bytes:
+    body = b"".join(p[1] for p in parts)
+    if fmt == "plain":
+        return body
+    if fmt == "gz":
+        return _EMPTY_GZ + body
+    if fmt == "xz":
+        index = bytearray(b"\x00" + _varint(len(parts)))
+        for _, _, (unpadded, uncompressed) in parts:
+            index += _varint(unpadded) + _varint(uncompressed)
+        index += b"\x00" * (-len(index) % 4)
+        index += struct.pack("<I", zlib.crc32(index))
+        tail = struct.pack("<I", len(index) // 4 - 1) + _XZ_FLAGS
+        footer = struct.pack("<I", zlib.crc32(tail)) + tail + b"YZ"
+        return _XZ_HEADER + body + bytes(index) + footer
+    raise ValueError(f"unknown index format {fmt!r}")
+
+
+def layout(parts: Sequence[Part]) -> Layout:
+    return [[b, len(data), *meta] for b, data, meta in parts]
+
+
+def split(fmt: str, data: bytes, lay: Layout) -> list[Part]:
+    """Cut a file made by :func:`join` back into its parts, checking the layout fits."""
+    pos = {"plain": 0, "gz": len(_EMPTY_GZ), "xz": len(_XZ_HEADER)}[fmt]
+    parts: list[Part] = []
+    for bucket, length, *meta in lay:
+        n = int(str(length))
+        parts.append((str(bucket), data[pos : pos + n], tuple(int(str(m)) for m in meta)))
+        pos += n
+    if join(fmt, parts) != data:
+        raise ValueError("index file does not match its recorded layout")
+    return parts

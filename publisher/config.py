@@ -1,0 +1,304 @@
+"""Load and validate ``aptship.toml``.
+
+Every key is declared here with its type and default; unknown keys and bad values
+are a :class:`ConfigError` naming the key and the file.  Relative paths are resolved
+against the directory of the config file.  Secrets never live in this file: only the
+names of environment variables or files that hold them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from publisher.errors import ConfigError
+
+CONFIG_ENV = "APTSHIP_CONFIG"
+DEFAULT_ARCHITECTURES = ("amd64", "arm64")
+INDEX_FORMATS = ("plain", "gz", "xz")
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9.+-]*$")
+_ARCH_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    type: str = "local"
+    path: Path | None = None
+    bucket: str = ""
+    prefix: str = ""
+    region: str | None = None
+    endpoint_url: str | None = None
+    path_style: bool = False
+    sse: str | None = None
+    sse_kms_key_id: str | None = None
+
+
+@dataclass(frozen=True)
+class SigningConfig:
+    gnupghome: Path | None = None
+    keys: tuple[str, ...] = ()
+    passphrase_env: str | None = None
+    passphrase_file: Path | None = None
+
+    def passphrase(self) -> str | None:
+        """The signing passphrase, read from the environment or a file at use time."""
+        if self.passphrase_env:
+            value = os.environ.get(self.passphrase_env)
+            if value is None:
+                raise ConfigError(
+                    f"signing.passphrase_env names ${self.passphrase_env}, which is not set"
+                )
+            return value
+        if self.passphrase_file:
+            try:
+                return self.passphrase_file.read_text(encoding="utf-8").rstrip("\n")
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot read signing.passphrase_file {self.passphrase_file}: {exc.strerror}"
+                ) from exc
+        return None
+
+
+@dataclass(frozen=True)
+class ChannelConfig:
+    name: str
+    description: str = ""
+    architectures: tuple[str, ...] = DEFAULT_ARCHITECTURES
+    components: tuple[str, ...] = ("main",)
+    keep: int = 10
+    promote_from: tuple[str, ...] = ()
+    auto_pin: bool = True
+
+    def accepts_architecture(self, arch: str) -> bool:
+        return arch == "all" or arch in self.architectures
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    tokens_file: Path | None = None
+    max_upload_bytes: int = 2 * 1024**3
+    public_url: str | None = None
+    secret_key_env: str | None = None
+    pool_redirect: bool = False
+    upload_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    origin: str = "aptship"
+    label: str = "aptship"
+    index_formats: tuple[str, ...] = INDEX_FORMATS
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    signing: SigningConfig = field(default_factory=SigningConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    channels: dict[str, ChannelConfig] = field(default_factory=dict)
+
+    def channel(self, name: str) -> ChannelConfig:
+        from publisher.errors import NotFound
+
+        try:
+            return self.channels[name]
+        except KeyError:
+            known = ", ".join(sorted(self.channels)) or "none"
+            raise NotFound(f"unknown channel {name!r} (configured: {known})") from None
+
+
+class _Section:
+    """Typed access to one TOML table that reports unknown keys and bad types."""
+
+    def __init__(self, data: Any, where: str, path: Path) -> None:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: [{where}] must be a table")
+        self.data: dict[str, Any] = data
+        self.where = where
+        self.path = path
+        self.used: set[str] = set()
+
+    def fail(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(f"{self.path}: {self.where}.{key} {problem}")
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
+        self.used.add(key)
+        if key not in self.data:
+            return default
+        value = self.data[key]
+        if kind is int and isinstance(value, bool):
+            raise self.fail(key, "must be an integer")
+        if not isinstance(value, kind):
+            names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+            raise self.fail(key, f"must be of type {names}, not {type(value).__name__}")
+        return value
+
+    def strings(self, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        value = self.get(key, list, None)
+        if value is None:
+            return default
+        if not all(isinstance(v, str) for v in value):
+            raise self.fail(key, "must be a list of strings")
+        return tuple(value)
+
+    def path_value(self, key: str) -> Path | None:
+        value = self.get(key, str, None)
+        if value is None:
+            return None
+        p = Path(os.path.expanduser(value))
+        return p if p.is_absolute() else (self.path.parent / p)
+
+    def finish(self) -> None:
+        unknown = sorted(set(self.data) - self.used)
+        if unknown:
+            raise ConfigError(f"{self.path}: unknown key {self.where}.{unknown[0]}")
+
+
+def _storage(sec: _Section) -> StorageConfig:
+    kind = sec.get("type", str, "local")
+    if kind not in ("local", "s3"):
+        raise sec.fail("type", f"must be 'local' or 's3', not {kind!r}")
+    cfg = StorageConfig(
+        type=kind,
+        path=sec.path_value("path"),
+        bucket=sec.get("bucket", str, ""),
+        prefix=sec.get("prefix", str, "").strip("/"),
+        region=sec.get("region", str, None),
+        endpoint_url=sec.get("endpoint_url", str, None),
+        path_style=sec.get("path_style", bool, False),
+        sse=sec.get("sse", str, None),
+        sse_kms_key_id=sec.get("sse_kms_key_id", str, None),
+    )
+    sec.finish()
+    if kind == "local" and cfg.path is None:
+        raise sec.fail("path", "is required when storage.type = 'local'")
+    if kind == "s3" and not cfg.bucket:
+        raise sec.fail("bucket", "is required when storage.type = 's3'")
+    if cfg.sse not in (None, "AES256", "aws:kms"):
+        raise sec.fail("sse", "must be 'AES256' or 'aws:kms'")
+    return cfg
+
+
+def _signing(sec: _Section) -> SigningConfig:
+    keys = sec.strings("keys", ())
+    if not keys:
+        raise sec.fail("keys", "must name at least one signing key (fingerprint or key id)")
+    cfg = SigningConfig(
+        gnupghome=sec.path_value("gnupghome"),
+        keys=keys,
+        passphrase_env=sec.get("passphrase_env", str, None),
+        passphrase_file=sec.path_value("passphrase_file"),
+    )
+    if "passphrase" in sec.data:
+        raise sec.fail(
+            "passphrase",
+            "is not allowed: name an environment variable (passphrase_env) or a file "
+            "(passphrase_file) instead of putting a secret in the config",
+        )
+    sec.finish()
+    return cfg
+
+
+def _server(sec: _Section) -> ServerConfig:
+    max_upload = sec.get("max_upload_bytes", int, ServerConfig.max_upload_bytes)
+    if max_upload <= 0:
+        raise sec.fail("max_upload_bytes", "must be positive")
+    cfg = ServerConfig(
+        tokens_file=sec.path_value("tokens_file"),
+        max_upload_bytes=max_upload,
+        public_url=sec.get("public_url", str, None),
+        secret_key_env=sec.get("secret_key_env", str, None),
+        pool_redirect=sec.get("pool_redirect", bool, False),
+        upload_dir=sec.path_value("upload_dir"),
+    )
+    sec.finish()
+    return cfg
+
+
+def _channel(name: str, sec: _Section) -> ChannelConfig:
+    if not _NAME_RE.match(name):
+        raise ConfigError(f"{sec.path}: channel name {name!r} must match {_NAME_RE.pattern}")
+    archs = sec.strings("architectures", DEFAULT_ARCHITECTURES)
+    for arch in archs:
+        if not _ARCH_RE.match(arch) or arch == "all":
+            raise sec.fail("architectures", f"has an invalid architecture {arch!r}")
+    comps = sec.strings("components", ("main",))
+    if comps != ("main",):
+        raise sec.fail("components", "supports only ['main'] in this version")
+    keep = sec.get("keep", int, 10)
+    if keep < 1:
+        raise sec.fail("keep", "must be at least 1")
+    cfg = ChannelConfig(
+        name=name,
+        description=sec.get("description", str, ""),
+        architectures=archs,
+        components=comps,
+        keep=keep,
+        promote_from=sec.strings("promote_from", ()),
+        auto_pin=sec.get("auto_pin", bool, True),
+    )
+    sec.finish()
+    return cfg
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Read the config from ``path``, else ``$APTSHIP_CONFIG``, else ``./aptship.toml``."""
+    raw = path or os.environ.get(CONFIG_ENV) or "aptship.toml"
+    cfg_path = Path(raw).absolute()
+    try:
+        with cfg_path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"config file {cfg_path} not found (use --config PATH, set {CONFIG_ENV}, "
+            "or create one with `aptship init DIR`)"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{cfg_path}: invalid TOML: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {cfg_path}: {exc.strerror}") from exc
+    return parse_config(data, cfg_path)
+
+
+def parse_config(data: dict[str, Any], cfg_path: Path) -> Config:
+    top = _Section(data, "(top level)", cfg_path)
+    repo = _Section(top.get("repository", dict, {}), "repository", cfg_path)
+    origin = repo.get("origin", str, "aptship")
+    label = repo.get("label", str, origin)
+    formats = repo.strings("index_formats", INDEX_FORMATS)
+    if not formats or any(f not in INDEX_FORMATS for f in formats):
+        raise repo.fail("index_formats", f"must be a non-empty subset of {list(INDEX_FORMATS)}")
+    repo.finish()
+    if "storage" not in data:
+        raise ConfigError(f"{cfg_path}: missing [storage] table")
+    storage = _storage(_Section(top.get("storage", dict), "storage", cfg_path))
+    if "signing" not in data:
+        raise ConfigError(f"{cfg_path}: missing [signing] table")
+    signing = _signing(_Section(top.get("signing", dict), "signing", cfg_path))
+    server = _server(_Section(top.get("server", dict, {}), "server", cfg_path))
+    chans_raw = top.get("channels", dict, {})
+    channels = {
+        name: _channel(name, _Section(body, f"channels.{name}", cfg_path))
+        for name, body in chans_raw.items()
+    }
+    if not channels:
+        raise ConfigError(f"{cfg_path}: define at least one channel under [channels.<name>]")
+    for ch in channels.values():
+        for src in ch.promote_from:
+            if src not in channels:
+                raise ConfigError(
+                    f"{cfg_path}: channels.{ch.name}.promote_from names unknown channel {src!r}"
+                )
+    top.used.add("channels")
+    top.finish()
+    return Config(
+        path=cfg_path,
+        origin=origin,
+        label=label,
+        index_formats=tuple(f for f in INDEX_FORMATS if f in formats),
+        storage=storage,
+        signing=signing,
+        server=server,
+        channels=channels,
+    )

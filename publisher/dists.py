@@ -1,0 +1,249 @@
+"""Publish a channel's committed state as ``dists/<channel>/``, apt-safely.
+
+The published record ``.aptship/state/<channel>/published.json`` says which state
+generation ``dists/`` shows, how each index file splits into bucket segments, and
+holds the signed Release texts.  Rendering (GUIDE §4):
+
+1. read the record; if it already shows this generation (or newer), only make sure
+   the plain files match it;
+2. re-render only the buckets whose shard changed and splice their segments into
+   the previous index files (read back from ``by-hash``, which is immutable);
+3. write new ``by-hash`` files (create-only), sign Release and verify it;
+4. compare-and-swap the record (a newer renderer wins; we start over);
+5. write the plain index paths, then Release, Release.gpg, and InRelease last;
+6. re-read the record: if a newer one landed while we wrote, write its files too,
+   so the last writer always leaves the newest record on disk.
+
+Nothing is ever deleted here; old ``by-hash`` files go away only through ``gc``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from typing import Any
+
+from publisher import codecs
+from publisher.config import ChannelConfig, Config
+from publisher.errors import NotFound, PreconditionFailed, StorageError
+from publisher.index import IndexFile, index_path, segment_text, splice
+from publisher.signing import Signer
+from publisher.state import STATE_PREFIX, Head, StateStore
+from publisher.storage.base import Storage
+
+log = logging.getLogger("aptship.dists")
+MAX_ROUNDS = 20
+
+
+def record_key(channel: str) -> str:
+    return f"{STATE_PREFIX}/{channel}/published.json"
+
+
+def dists_key(channel: str, path: str) -> str:
+    return f"dists/{channel}/{path}"
+
+
+@dataclass
+class Record:
+    generation: int = -1
+    shards: dict[str, str] = field(default_factory=dict)
+    files: dict[str, IndexFile] = field(default_factory=dict)
+    release: str = ""
+    release_gpg: str = ""
+    inrelease: str = ""
+    etag: str | None = None
+
+    def encode(self) -> bytes:
+        return json.dumps(
+            {
+                "generation": self.generation,
+                "shards": self.shards,
+                "files": {p: f.to_json() for p, f in sorted(self.files.items())},
+                "release": self.release,
+                "release_gpg": self.release_gpg,
+                "inrelease": self.inrelease,
+            },
+            sort_keys=True,
+        ).encode()
+
+    @classmethod
+    def decode(cls, data: bytes, etag: str) -> Record:
+        raw: dict[str, Any] = json.loads(data)
+        return cls(
+            generation=int(raw["generation"]),
+            shards=dict(raw["shards"]),
+            files={p: IndexFile.from_json(p, f) for p, f in raw["files"].items()},
+            release=raw["release"],
+            release_gpg=raw["release_gpg"],
+            inrelease=raw["inrelease"],
+            etag=etag,
+        )
+
+
+def read_record(storage: Storage, channel: str) -> Record:
+    try:
+        data, etag = storage.read_with_etag(record_key(channel))
+    except NotFound:
+        return Record()
+    try:
+        return Record.decode(data, etag)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StorageError(
+            f"{record_key(channel)} is corrupt ({exc}); run `aptship reindex`"
+        ) from exc
+
+
+class DistWriter:
+    def __init__(self, config: Config, storage: Storage, signer: Signer) -> None:
+        self.config = config
+        self.storage = storage
+        self.signer = signer
+        self.states = StateStore(storage)
+
+    # -- public ------------------------------------------------------------------
+    def publish(self, channel: str, *, force: bool = False) -> int:
+        """Make ``dists/<channel>`` show the newest committed state; return its generation."""
+        for _round in range(MAX_ROUNDS):
+            head = self.states.read_head(channel)
+            record = read_record(self.storage, channel)
+            if record.generation >= head.generation and not force and record.files:
+                self._ensure_written(channel, record)
+                if self.states.read_head(channel).generation == head.generation:
+                    return record.generation
+                continue
+            try:
+                new, payloads = self._render(channel, head, record, full=force or not record.files)
+            except PreconditionFailed:
+                continue  # another renderer swapped the record first: start over
+            self._write_plain(channel, new, record, payloads)
+            self._settle(channel, new)
+            force = False
+            if self.states.read_head(channel).generation == head.generation:
+                return head.generation
+        raise StorageError(f"channel {channel!r} kept changing while rendering; try again")
+
+    # -- rendering ---------------------------------------------------------------
+    def _render(
+        self, channel: str, head: Head, old: Record, *, full: bool
+    ) -> tuple[Record, dict[str, bytes]]:
+        chan = self.config.channel(channel)
+        paths = [
+            (arch, fmt, index_path(arch, fmt))
+            for arch in chan.architectures
+            for fmt in self.config.index_formats
+        ]
+        bases: dict[str, list[codecs.Part]] = {}
+        if not full:
+            try:
+                bases = {p: self._base_parts(channel, fmt, old.files[p]) for _, fmt, p in paths}
+            except (KeyError, NotFound, ValueError):
+                log.info("channel %s: previous indexes unusable, rendering in full", channel)
+                full = True
+        view = self.states.view(channel)
+        view.head = head  # render exactly the generation that was read
+        if full:
+            changed = set(head.shards)
+        else:
+            changed = {
+                b
+                for b in set(head.shards) | set(old.shards)
+                if head.shards.get(b) != old.shards.get(b)
+            }
+        entries = {b: view.bucket_entries(b) if b in head.shards else [] for b in changed}
+        new = Record(generation=head.generation, shards=dict(head.shards))
+        payloads: dict[str, bytes] = {}
+        for arch in chan.architectures:
+            texts = {b: segment_text(es, arch) for b, es in entries.items()}
+            for fmt in self.config.index_formats:
+                path = index_path(arch, fmt)
+                parts = bases.get(path, [])
+                merged = splice(
+                    parts, {b: codecs.make_part(fmt, b, t) if t else None for b, t in texts.items()}
+                )
+                if not full and merged == parts:
+                    new.files[path] = old.files[path]
+                    continue
+                info, data = IndexFile.build(path, fmt, merged)
+                new.files[path] = info
+                payloads[path] = data
+        for path, data in payloads.items():
+            for by_hash in new.files[path].by_hash():
+                # content-addressed: an existing object already has these exact bytes
+                with contextlib.suppress(PreconditionFailed):
+                    self.storage.write_bytes(dists_key(channel, by_hash), data, create_only=True)
+        self._sign(chan, new)
+        new.etag = self.storage.write_bytes(
+            record_key(channel),
+            new.encode(),
+            create_only=old.etag is None,
+            if_match=old.etag,
+            content_type="application/json",
+        )
+        return new, payloads
+
+    def _base_parts(self, channel: str, fmt: str, info: IndexFile) -> list[codecs.Part]:
+        """The previous index file split into its bucket parts."""
+        data = self.storage.read_bytes(dists_key(channel, info.by_hash()[0]))
+        return codecs.split(fmt, data, info.layout)
+
+    def _sign(self, chan: ChannelConfig, rec: Record) -> None:
+        from publisher.index import render_release
+
+        release = render_release(
+            origin=self.config.origin,
+            label=self.config.label,
+            suite=chan.name,
+            description=chan.description,
+            architectures=chan.architectures,
+            date=formatdate(usegmt=True),
+            files=rec.files.values(),
+        )
+        sigs = self.signer.sign_release(release)
+        rec.release = release.decode()
+        rec.release_gpg = sigs.release_gpg.decode("ascii")
+        rec.inrelease = sigs.inrelease.decode("utf-8")
+
+    # -- writing plain paths -----------------------------------------------------
+    def _write_plain(
+        self, channel: str, new: Record, old: Record, payloads: dict[str, bytes]
+    ) -> None:
+        for path, info in sorted(new.files.items()):
+            if path in payloads:
+                self.storage.write_bytes(dists_key(channel, path), payloads[path])
+            elif old.files.get(path) is None or old.files[path].sha256 != info.sha256:
+                self._copy_from_by_hash(channel, path, info)
+        self._write_release(channel, new)
+
+    def _copy_from_by_hash(self, channel: str, path: str, info: IndexFile) -> None:
+        data = self.storage.read_bytes(dists_key(channel, info.by_hash()[0]))
+        self.storage.write_bytes(dists_key(channel, path), data)
+
+    def _write_release(self, channel: str, rec: Record) -> None:
+        self.storage.write_bytes(dists_key(channel, "Release"), rec.release.encode())
+        self.storage.write_bytes(dists_key(channel, "Release.gpg"), rec.release_gpg.encode())
+        self.storage.write_bytes(dists_key(channel, "InRelease"), rec.inrelease.encode())
+
+    def _ensure_written(self, channel: str, rec: Record) -> None:
+        """Rewrite the plain files of ``rec`` if dists/ does not show it (crash repair)."""
+        try:
+            current = self.storage.read_bytes(dists_key(channel, "InRelease"))
+        except NotFound:
+            current = b""
+        if current == rec.inrelease.encode():
+            return
+        for path, info in sorted(rec.files.items()):
+            self._copy_from_by_hash(channel, path, info)
+        self._write_release(channel, rec)
+
+    def _settle(self, channel: str, written: Record) -> None:
+        for _ in range(MAX_ROUNDS):
+            latest = read_record(self.storage, channel)
+            if latest.etag == written.etag:
+                return
+            for path, info in sorted(latest.files.items()):
+                self._copy_from_by_hash(channel, path, info)
+            self._write_release(channel, latest)
+            written = latest

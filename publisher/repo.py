@@ -1,0 +1,310 @@
+"""The repository facade: the operations the CLI and the server share.
+
+Each operation validates everything before it writes anything, stores pool files
+create-only outside the state commit, commits the channel state with
+compare-and-swap, records one audit event, and renders the channel once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from debian.debian_support import Version
+
+from publisher.audit import current_actor, record_event
+from publisher.config import ChannelConfig, Config
+from publisher.debfile import DebInfo, hash_file, hash_stream, inspect_deb
+from publisher.dists import DistWriter
+from publisher.errors import ImmutableConflict, InvalidPackage, NotFound, PreconditionFailed
+from publisher.signing import Signer
+from publisher.state import ChannelState, Entry, PackageState, PinEvent, StateStore, now_iso
+from publisher.storage import Storage, open_storage
+from publisher.versions import sort_versions
+
+KEYRING_KEY = "archive-keyring.asc"
+Progress = Callable[[int], None]
+
+
+@dataclass
+class PublishResult:
+    entry: Entry
+    channel: str
+    status: str  # "added" | "unchanged"
+    pinned: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "package": self.entry.package,
+            "version": self.entry.version,
+            "architecture": self.entry.architecture,
+            "channel": self.channel,
+            "filename": self.entry.filename,
+            "size": self.entry.size,
+            "sha256": self.entry.sha256,
+            "status": self.status,
+            "pinned": self.pinned,
+        }
+
+
+def entry_json(entry: Entry, channel: str, pin: str | None) -> dict[str, Any]:
+    return {
+        "package": entry.package,
+        "version": entry.version,
+        "architecture": entry.architecture,
+        "channel": channel,
+        "pinned": entry.version == pin,
+        "filename": entry.filename,
+        "size": entry.size,
+        "sha256": entry.sha256,
+        "published_at": entry.published_at,
+    }
+
+
+def set_pin(ps: PackageState, version: str, action: str, actor: str) -> bool:
+    """Move the pin (recording history); False if it already points there."""
+    if ps.pin == version:
+        return False
+    ps.pin_history.append(
+        PinEvent(at=now_iso(), actor=actor, action=action, old=ps.pin, new=version)
+    )
+    ps.pin = version
+    ps.pin_stack.append(version)
+    return True
+
+
+def apply_retention(ps: PackageState, keep: int) -> list[Entry]:
+    """Keep the newest ``keep`` versions per architecture, never the pinned one; return drops."""
+    dropped: list[Entry] = []
+    for arch in {e.architecture for e in ps.entries}:
+        versions = sort_versions(
+            {e.version for e in ps.entries if e.architecture == arch}, reverse=True
+        )
+        for old in versions[keep:]:
+            if old == ps.pin:
+                continue
+            gone = ps.find(old, arch)
+            dropped += gone
+            ps.entries = [e for e in ps.entries if e not in gone]
+    return dropped
+
+
+class Repository:
+    def __init__(self, config: Config, storage: Storage | None = None) -> None:
+        self.config = config
+        self.storage = storage if storage is not None else open_storage(config.storage)
+        self.states = StateStore(self.storage)
+
+    @cached_property
+    def signer(self) -> Signer:
+        return Signer(self.config.signing)
+
+    @cached_property
+    def dists(self) -> DistWriter:
+        return DistWriter(self.config, self.storage, self.signer)
+
+    # -- pool ---------------------------------------------------------------------
+    def _stored_sha256(self, key: str) -> str:
+        with self.storage.open_read(key) as fh:
+            return hash_stream(fh, ("sha256",))["sha256"]
+
+    def _check_against_pool(self, infos: Sequence[DebInfo]) -> dict[str, dict[str, str]]:
+        """Refuse a batch that would change an existing pool file.  Returns known hashes."""
+        known: dict[str, dict[str, str]] = {}
+        by_key: dict[str, DebInfo] = {}
+        for info in infos:
+            key = info.pool_key
+            if key in by_key or self.storage.exists(key):
+                hashes = known.get(str(info.path)) or hash_file(info.path)
+                known[str(info.path)] = hashes
+                first = by_key.get(key)
+                if first is not None:
+                    other = known.get(str(first.path)) or hash_file(first.path)
+                    known[str(first.path)] = other
+                    theirs = other["sha256"]
+                else:
+                    theirs = self._stored_sha256(key)
+                if theirs != hashes["sha256"]:
+                    raise ImmutableConflict(
+                        f"{info.path.name}: {info.package} {info.version} ({info.architecture}) is "
+                        f"already published as {key} with different content; publish a new "
+                        "version instead (published packages are immutable)"
+                    )
+            by_key.setdefault(key, info)
+        return known
+
+    def _store(self, info: DebInfo, known: dict[str, str] | None) -> Entry:
+        key = info.pool_key
+        if known is None:
+            try:
+                with info.path.open("rb") as fh:
+                    put = self.storage.write_stream(
+                        key,
+                        fh,
+                        create_only=True,
+                        content_type="application/vnd.debian.binary-package",
+                    )
+                hashes, size = put.hashes, put.size
+            except PreconditionFailed:
+                hashes, size = hash_file(info.path), info.size
+                if self._stored_sha256(key) != hashes["sha256"]:
+                    raise ImmutableConflict(
+                        f"{info.path.name}: {key} was just published with different content"
+                    ) from None
+        else:
+            hashes, size = known, info.size
+        return Entry(
+            package=info.package,
+            version=info.version,
+            architecture=info.architecture,
+            filename=key,
+            size=size,
+            md5=hashes["md5"],
+            sha1=hashes["sha1"],
+            sha256=hashes["sha256"],
+            control=info.control,
+            published_at=now_iso(),
+            published_by=current_actor(),
+        )
+
+    # -- publish --------------------------------------------------------------------
+    def publish(
+        self,
+        channel: str,
+        paths: Sequence[str | Path],
+        *,
+        progress: Progress | None = None,
+    ) -> list[PublishResult]:
+        chan = self.config.channel(channel)
+        if not paths:
+            raise InvalidPackage("no .deb files given")
+        infos = [inspect_deb(p) for p in paths]
+        for info in infos:
+            if not chan.accepts_architecture(info.architecture):
+                raise InvalidPackage(
+                    f"{info.path.name}: architecture {info.architecture!r} is not carried by "
+                    f"channel {channel!r} (architectures: {', '.join(chan.architectures)}, all)"
+                )
+        known = self._check_against_pool(infos)
+        entries: list[Entry] = []
+        for info in infos:
+            entries.append(self._store(info, known.get(str(info.path))))
+            if progress:
+                progress(1)
+        return self.add_entries(chan, entries, action="publish")
+
+    def add_entries(
+        self, chan: ChannelConfig, entries: Sequence[Entry], *, action: str
+    ) -> list[PublishResult]:
+        """Add stored entries to a channel in one commit, one audit event and one render."""
+        actor = current_actor()
+
+        def change(state: ChannelState) -> tuple[list[PublishResult], list[dict[str, Any]]]:
+            results: list[PublishResult] = []
+            changes: list[dict[str, Any]] = []
+            touched: dict[str, PackageState] = {}
+            for entry in entries:
+                ps = state.edit(entry.package)
+                touched[entry.package] = ps
+                existing = ps.find(entry.version, entry.architecture)
+                if existing and not existing[0].same_artifact(entry):
+                    raise ImmutableConflict(
+                        f"{entry.package} {entry.version} ({entry.architecture}) is already in "
+                        f"channel {chan.name!r} with different content"
+                    )
+                old_pin = ps.pin
+                if not existing:
+                    ps.entries.append(entry)
+                moved = False
+                if chan.auto_pin and (ps.pin is None or Version(entry.version) > Version(ps.pin)):
+                    moved = set_pin(ps, entry.version, action, actor)
+                status = "unchanged" if existing else "added"
+                results.append(PublishResult(entry, chan.name, status, entry.version == ps.pin))
+                if status == "added" or moved:
+                    changes.append(
+                        {
+                            "package": entry.package,
+                            "version": entry.version,
+                            "architecture": entry.architecture,
+                            "old": old_pin,
+                            "new": ps.pin,
+                        }
+                    )
+            for name, ps in touched.items():
+                for gone in apply_retention(ps, chan.keep):
+                    changes.append(
+                        {
+                            "package": name,
+                            "version": gone.version,
+                            "architecture": gone.architecture,
+                            "old": ps.pin,
+                            "new": ps.pin,
+                            "note": f"dropped by retention (keep = {chan.keep})",
+                        }
+                    )
+            return results, changes
+
+        (results, changes), _head, changed = self.states.update(chan.name, change)
+        if changed:
+            record_event(
+                self.storage, action=action, channel=chan.name, changes=changes, actor=actor
+            )
+        self.render(chan.name)
+        return results
+
+    # -- render ---------------------------------------------------------------------
+    def render(self, channel: str, *, force: bool = False) -> int:
+        self.ensure_keyring()
+        return self.dists.publish(channel, force=force)
+
+    def reindex(self, channels: Iterable[str] | None = None) -> dict[str, int]:
+        names = list(channels) if channels else list(self.config.channels)
+        for name in names:
+            self.config.channel(name)
+        return {name: self.render(name, force=True) for name in names}
+
+    def ensure_keyring(self) -> None:
+        public = self.signer.export_public()
+        try:
+            if self.storage.read_bytes(KEYRING_KEY) == public:
+                return
+        except NotFound:
+            pass
+        self.storage.write_bytes(KEYRING_KEY, public, content_type="application/pgp-keys")
+
+    # -- queries --------------------------------------------------------------------
+    def list_entries(self, channel: str | None = None) -> list[dict[str, Any]]:
+        names = [channel] if channel else list(self.config.channels)
+        rows: list[dict[str, Any]] = []
+        for name in names:
+            self.config.channel(name)
+            for _pkg, ps in self.states.view(name).packages():
+                for e in sorted(ps.entries, key=lambda e: (Version(e.version), e.architecture)):
+                    rows.append(entry_json(e, name, ps.pin))
+        return rows
+
+    def package_state(self, channel: str, package: str) -> PackageState | None:
+        self.config.channel(channel)
+        return self.states.view(channel).get(package)
+
+    def show(self, package: str) -> dict[str, Any]:
+        channels: dict[str, Any] = {}
+        for name in self.config.channels:
+            ps = self.package_state(name, package)
+            if ps is None or not ps.entries:
+                continue
+            channels[name] = {
+                "pin": ps.pin,
+                "versions": ps.versions(),
+                "entries": [entry_json(e, name, ps.pin) for e in ps.entries],
+                "pin_history": [vars(p) for p in ps.pin_history],
+            }
+        if not channels:
+            raise NotFound(f"package {package!r} is in no channel")
+        return {"package": package, "channels": channels}
+
+    def generation(self, channel: str) -> int:
+        return self.states.read_head(channel).generation

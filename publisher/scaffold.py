@@ -1,0 +1,53 @@
+"""``aptship init DIR``: the embedded default repository, ready in one command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from publisher.errors import ConfigError
+from publisher.signing import generate_dev_key
+
+CONFIG_TEMPLATE = """\
+# aptship configuration written by `aptship init`.  Every key is documented in
+# docs/config.md; conf/aptship.toml in the source tree shows them all.
+
+[repository]
+origin = "aptship"
+label = "aptship"
+
+[storage]
+type = "local"
+path = "repo"            # relative to this file
+
+[signing]
+gnupghome = "gnupg"      # development key without passphrase, made by `aptship init`
+keys = ["{fingerprint}"]
+
+[server]
+tokens_file = "tokens.json"
+
+[channels.dev]
+description = "Every build from CI"
+
+[channels.staging]
+description = "Release candidates"
+promote_from = ["dev"]
+
+[channels.prod]
+description = "What runs in production"
+promote_from = ["staging"]
+"""
+
+
+def init_repository(target: Path) -> Path:
+    """Write ``target/aptship.toml`` and a dev signing key; refuse to overwrite."""
+    cfg_path = target / "aptship.toml"
+    if cfg_path.exists():
+        raise ConfigError(f"{cfg_path} already exists; refusing to overwrite it")
+    if (target / "gnupg").exists():
+        raise ConfigError(f"{target / 'gnupg'} already exists; refusing to overwrite it")
+    target.mkdir(parents=True, exist_ok=True)
+    fingerprint = generate_dev_key(target / "gnupg", "aptship development key", "aptship@localhost")
+    (target / "repo").mkdir(exist_ok=True)
+    cfg_path.write_text(CONFIG_TEMPLATE.format(fingerprint=fingerprint), encoding="utf-8")
+    return cfg_path

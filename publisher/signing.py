@@ -1,0 +1,149 @@
+"""Sign Release files with GnuPG through python-gnupg, and check the result.
+
+``InRelease`` (clearsigned) and ``Release.gpg`` (detached, armored) carry one
+signature from every configured key, so keys can be rotated by listing the new key
+beside the old one until every host trusts it.  Each signature is verified right
+after signing; nothing unsigned or wrongly signed is ever returned.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from publisher.errors import SigningError
+
+if TYPE_CHECKING:
+    from publisher.config import SigningConfig
+
+
+@dataclass(frozen=True)
+class Signatures:
+    inrelease: bytes
+    release_gpg: bytes
+
+
+def _gpg(home: Path | None) -> Any:
+    import gnupg
+
+    if home is not None and not home.is_dir():
+        raise SigningError(f"GnuPG home {home} does not exist")
+    try:
+        return gnupg.GPG(gnupghome=str(home) if home else None)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise SigningError(f"cannot run gpg: {exc}") from exc
+
+
+def _matches(configured: str, fingerprint: str | None, key_id: str | None) -> bool:
+    want = configured.upper().removeprefix("0X")
+    return any(v and v.upper().endswith(want) for v in (fingerprint, key_id))
+
+
+class Signer:
+    def __init__(self, cfg: SigningConfig) -> None:
+        self.cfg = cfg
+        self._gpg_obj: Any = None
+
+    @property
+    def gpg(self) -> Any:
+        if self._gpg_obj is None:
+            self._gpg_obj = _gpg(self.cfg.gnupghome)
+        return self._gpg_obj
+
+    def _sign(self, data: bytes, *, clearsign: bool) -> bytes:
+        extra: list[str] = ["--digest-algo", "SHA512"]
+        for key in self.cfg.keys:
+            extra += ["--local-user", key]
+        result = self.gpg.sign(
+            data,
+            keyid=None,
+            clearsign=clearsign,
+            detach=not clearsign,
+            binary=False,
+            passphrase=self.cfg.passphrase(),
+            extra_args=extra,
+        )
+        if not result.data:
+            status = getattr(result, "status", None) or "no output"
+            raise SigningError(
+                f"gpg could not sign with key(s) {', '.join(self.cfg.keys)}: {status}"
+            )
+        return bytes(result.data)
+
+    def _check(self, result: Any, what: str) -> None:
+        infos = list(getattr(result, "sig_info", {}).values())
+        good = [i for i in infos if i.get("status") == "signature valid"] or (
+            [{"fingerprint": result.fingerprint, "keyid": result.key_id}] if result.valid else []
+        )
+        for key in self.cfg.keys:
+            if not any(_matches(key, i.get("fingerprint"), i.get("keyid")) for i in good):
+                raise SigningError(f"{what}: no valid signature by key {key} after signing")
+
+    def sign_release(self, release: bytes) -> Signatures:
+        inrelease = self._sign(release, clearsign=True)
+        self._check(self.gpg.verify(inrelease), "InRelease")
+        detached = self._sign(release, clearsign=False)
+        with tempfile.NamedTemporaryFile(suffix=".gpg") as sig:
+            sig.write(detached)
+            sig.flush()
+            self._check(self.gpg.verify_data(sig.name, release), "Release.gpg")
+        return Signatures(inrelease=inrelease, release_gpg=detached)
+
+    def export_public(self) -> bytes:
+        armored = self.gpg.export_keys(list(self.cfg.keys))
+        if not armored or "BEGIN PGP PUBLIC KEY BLOCK" not in armored:
+            raise SigningError(f"cannot export public key(s) {', '.join(self.cfg.keys)}")
+        return str(armored).encode("ascii")
+
+
+def generate_dev_key(home: Path, name: str, email: str) -> str:
+    """Create an ed25519 signing key without passphrase in ``home``; return its fingerprint."""
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(home, 0o700)
+    gpg = _gpg(home)
+    params = gpg.gen_key_input(
+        key_type="EDDSA",
+        key_curve="ed25519",
+        key_usage="sign",
+        name_real=name,
+        name_email=email,
+        expire_date=0,
+        no_protection=True,
+    )
+    key = gpg.gen_key(params)
+    if not key.fingerprint:
+        raise SigningError(f"gpg could not generate a key in {home}: {key.status or key.stderr}")
+    return str(key.fingerprint)
+
+
+def gpgv_verify(keyring_asc: bytes, signed: bytes, data: bytes | None = None) -> tuple[bool, str]:
+    """Check a signature with ``gpgv`` against an armored public key, as apt does.
+
+    ``signed`` is an InRelease (``data`` None) or a detached signature of ``data``.
+    Returns (ok, gpgv output).
+    """
+    if shutil.which("gpgv") is None:
+        raise SigningError("gpgv is not installed (Debian package gpgv)")
+    with tempfile.TemporaryDirectory(prefix="aptship-gpgv-") as tmp:
+        t = Path(tmp)
+        (t / "key.asc").write_bytes(keyring_asc)
+        keyring = t / "keyring.gpg"
+        dearmor = subprocess.run(
+            ["gpg", "--batch", "--yes", "--dearmor", "-o", str(keyring), str(t / "key.asc")],
+            capture_output=True,
+            check=False,
+        )
+        if dearmor.returncode != 0:
+            return False, dearmor.stderr.decode(errors="replace")
+        (t / "sig").write_bytes(signed)
+        args = ["gpgv", "--keyring", str(keyring), str(t / "sig")]
+        if data is not None:
+            (t / "data").write_bytes(data)
+            args.append(str(t / "data"))
+        proc = subprocess.run(args, capture_output=True, check=False)
+        return proc.returncode == 0, proc.stderr.decode(errors="replace")

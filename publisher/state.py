@@ -1,0 +1,305 @@
+"""Channel state: the source of truth from which every index is rendered.
+
+Layout (per channel)::
+
+    .aptship/state/<channel>/head.json                 generation + {bucket: shard sha256}
+    .aptship/state/<channel>/shards/<bb>/<sha256>.json  immutable, content-addressed
+
+Packages are spread over 256 buckets by a hash of their name.  A shard holds every
+package of one bucket: its entries (control text + pool file + hashes), its pin, its
+pin stack and pin history.  A change rewrites only the shards it touches (create-only,
+content-addressed) and then swaps the small head with compare-and-swap.  So a
+publish costs the same whether the channel holds 10 entries or 50,000, and two
+concurrent writers never lose each other's work: the loser re-reads and re-applies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any, TypeVar
+
+from publisher.errors import NotFound, PreconditionFailed, StorageError
+from publisher.storage.base import Storage
+from publisher.versions import sort_versions
+
+STATE_PREFIX = ".aptship/state"
+FORMAT = 1
+MAX_ATTEMPTS = 12
+T = TypeVar("T")
+
+
+def bucket_of(package: str) -> str:
+    return hashlib.sha1(package.encode(), usedforsecurity=False).hexdigest()[:2]
+
+
+def head_key(channel: str) -> str:
+    return f"{STATE_PREFIX}/{channel}/head.json"
+
+
+def shard_key(channel: str, bucket: str, sha: str) -> str:
+    return f"{STATE_PREFIX}/{channel}/shards/{bucket}/{sha}.json"
+
+
+def now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+@dataclass
+class Entry:
+    """One package version of one architecture in a channel."""
+
+    package: str
+    version: str
+    architecture: str
+    filename: str
+    size: int
+    md5: str
+    sha1: str
+    sha256: str
+    control: str
+    published_at: str = ""
+    published_by: str = ""
+
+    def stanza(self) -> str:
+        """The Packages stanza: the control paragraph plus the repository fields."""
+        return (
+            f"{self.control}Filename: {self.filename}\nSize: {self.size}\n"
+            f"MD5sum: {self.md5}\nSHA1: {self.sha1}\nSHA256: {self.sha256}\n"
+        )
+
+    def same_artifact(self, other: Entry) -> bool:
+        return self.sha256 == other.sha256 and self.size == other.size
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class PinEvent:
+    at: str
+    actor: str
+    action: str
+    old: str | None
+    new: str | None
+
+
+@dataclass
+class PackageState:
+    entries: list[Entry] = field(default_factory=list)
+    pin: str | None = None
+    pin_stack: list[str] = field(default_factory=list)
+    pin_history: list[PinEvent] = field(default_factory=list)
+
+    def versions(self) -> list[str]:
+        return sort_versions({e.version for e in self.entries})
+
+    def find(self, version: str, arch: str | None = None) -> list[Entry]:
+        return [
+            e
+            for e in self.entries
+            if e.version == version and (arch is None or e.architecture == arch)
+        ]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "entries": [e.to_json() for e in self.entries],
+            "pin": self.pin,
+            "pin_stack": self.pin_stack,
+            "pin_history": [asdict(p) for p in self.pin_history],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PackageState:
+        return cls(
+            entries=[Entry(**e) for e in data.get("entries", [])],
+            pin=data.get("pin"),
+            pin_stack=list(data.get("pin_stack", [])),
+            pin_history=[PinEvent(**p) for p in data.get("pin_history", [])],
+        )
+
+
+Shard = dict[str, PackageState]
+
+
+def encode_shard(shard: Shard) -> bytes:
+    body = {
+        name: shard[name].to_json()
+        for name in sorted(shard)
+        if shard[name].entries or shard[name].pin_history
+    }
+    return json.dumps(
+        {"format": FORMAT, "packages": body}, sort_keys=True, separators=(",", ":")
+    ).encode()
+
+
+def decode_shard(data: bytes) -> Shard:
+    raw = json.loads(data)
+    return {name: PackageState.from_json(body) for name, body in raw.get("packages", {}).items()}
+
+
+@dataclass
+class Head:
+    channel: str
+    generation: int = 0
+    shards: dict[str, str] = field(default_factory=dict)
+    updated_at: str = ""
+    etag: str | None = None  # storage ETag of the head as read; None if it did not exist
+
+    def encode(self) -> bytes:
+        return json.dumps(
+            {
+                "format": FORMAT,
+                "channel": self.channel,
+                "generation": self.generation,
+                "updated_at": self.updated_at,
+                "shards": dict(sorted(self.shards.items())),
+            },
+            sort_keys=True,
+            indent=1,
+        ).encode()
+
+
+class ChannelState:
+    """A consistent view of one channel at one head, with copy-on-write shards."""
+
+    def __init__(self, store: StateStore, head: Head) -> None:
+        self.store = store
+        self.head = head
+        self._shards: dict[str, Shard] = {}
+        self.dirty: set[str] = set()
+
+    @property
+    def channel(self) -> str:
+        return self.head.channel
+
+    def shard(self, bucket: str) -> Shard:
+        if bucket not in self._shards:
+            sha = self.head.shards.get(bucket)
+            self._shards[bucket] = self.store.load_shard(self.channel, bucket, sha) if sha else {}
+        return self._shards[bucket]
+
+    def get(self, package: str) -> PackageState | None:
+        return self.shard(bucket_of(package)).get(package)
+
+    def require(self, package: str) -> PackageState:
+        state = self.get(package)
+        if state is None or not state.entries:
+            raise NotFound(f"package {package!r} is not in channel {self.channel!r}")
+        return state
+
+    def edit(self, package: str) -> PackageState:
+        """The package's state for modification (created empty if absent)."""
+        bucket = bucket_of(package)
+        self.dirty.add(bucket)
+        return self.shard(bucket).setdefault(package, PackageState())
+
+    def packages(self) -> Iterator[tuple[str, PackageState]]:
+        """Every package, loading every shard (O(N): list/show/reindex/verify only)."""
+        for bucket in sorted(self.head.shards):
+            shard = self.shard(bucket)
+            for name in sorted(shard):
+                if shard[name].entries:
+                    yield name, shard[name]
+
+    def bucket_entries(self, bucket: str) -> list[Entry]:
+        shard = self.shard(bucket)
+        return [e for name in sorted(shard) for e in shard[name].entries]
+
+
+class StateStore:
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+
+    def read_head(self, channel: str) -> Head:
+        try:
+            data, etag = self.storage.read_with_etag(head_key(channel))
+        except NotFound:
+            return Head(channel=channel)
+        try:
+            raw = json.loads(data)
+            return Head(
+                channel=channel,
+                generation=int(raw["generation"]),
+                shards=dict(raw["shards"]),
+                updated_at=raw.get("updated_at", ""),
+                etag=etag,
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StorageError(f"channel state {head_key(channel)} is corrupt: {exc}") from exc
+
+    def view(self, channel: str) -> ChannelState:
+        return ChannelState(self, self.read_head(channel))
+
+    def load_shard(self, channel: str, bucket: str, sha: str) -> Shard:
+        key = shard_key(channel, bucket, sha)
+        data = self.storage.read_bytes(key)
+        if hashlib.sha256(data).hexdigest() != sha:
+            raise StorageError(f"state shard {key} does not match its hash; run `aptship verify`")
+        return decode_shard(data)
+
+    def _write_shards(self, state: ChannelState) -> dict[str, str]:
+        shards = dict(state.head.shards)
+        for bucket in sorted(state.dirty):
+            shard = state.shard(bucket)
+            if not any(p.entries or p.pin_history for p in shard.values()):
+                shards.pop(bucket, None)
+                continue
+            data = encode_shard(shard)
+            sha = hashlib.sha256(data).hexdigest()
+            if shards.get(bucket) == sha:
+                continue
+            # content-addressed: an existing object already has these exact bytes
+            with contextlib.suppress(PreconditionFailed):
+                self.storage.write_bytes(
+                    shard_key(state.channel, bucket, sha),
+                    data,
+                    create_only=True,
+                    content_type="application/json",
+                )
+            shards[bucket] = sha
+        return shards
+
+    def update(self, channel: str, change: Callable[[ChannelState], T]) -> tuple[T, Head, bool]:
+        """Apply ``change`` to the newest state and commit it with compare-and-swap.
+
+        ``change`` may run several times (once per attempt) and must derive
+        everything from the state it is given.  Returns (its result, the committed
+        head, whether anything changed).  A change that touches nothing commits
+        nothing.
+        """
+        delay = 0.02
+        for _attempt in range(MAX_ATTEMPTS):
+            state = self.view(channel)
+            result = change(state)
+            shards = self._write_shards(state)
+            if shards == state.head.shards:
+                return result, state.head, False
+            head = Head(
+                channel=channel,
+                generation=state.head.generation + 1,
+                shards=shards,
+                updated_at=now_iso(),
+            )
+            try:
+                head.etag = self.storage.write_bytes(
+                    head_key(channel),
+                    head.encode(),
+                    create_only=state.head.etag is None,
+                    if_match=state.head.etag,
+                    content_type="application/json",
+                )
+            except PreconditionFailed:
+                time.sleep(delay * (0.5 + random.random()))  # noqa: S311 - jitter, not crypto
+                delay = min(delay * 2, 1.0)
+                continue
+            return result, head, True
+        raise StorageError(
+            f"channel {channel!r} is changing too fast: gave up after {MAX_ATTEMPTS} attempts "
+            "to commit; try again"
+        )

@@ -1,0 +1,103 @@
+"""The storage interface shared by the local directory and S3 backends.
+
+Keys are relative ``/`` paths (see :mod:`publisher.storage.keys`).  Objects are
+whole files; there are no directories, links or partial writes.  Two conditional
+writes carry the publishing protocol:
+
+* ``create_only=True``: fail with :class:`PreconditionFailed` if the key exists
+  (S3 ``If-None-Match: *``).  Used for pool files, by-hash files and shards.
+* ``if_match=etag``: fail with :class:`PreconditionFailed` unless the current object
+  has that ETag (S3 ``If-Match``).  Used for the channel heads (compare-and-swap).
+
+Backends translate their own errors into ``NotFound`` / ``StorageError`` at this
+boundary; no backend type leaks out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    mtime: float
+    etag: str
+
+
+@dataclass
+class PutResult:
+    """What a streamed file write saw: size and hex digests computed while writing."""
+
+    size: int
+    etag: str
+    hashes: dict[str, str] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Storage(Protocol):
+    """A flat key -> bytes store with create-only and compare-and-swap writes."""
+
+    name: str
+
+    def read_bytes(self, key: str) -> bytes:
+        """Whole content of a small object.  NotFound if absent."""
+        ...
+
+    def read_with_etag(self, key: str) -> tuple[bytes, str]:
+        """Content and ETag (for a later ``if_match``).  NotFound if absent."""
+        ...
+
+    def open_read(self, key: str) -> BinaryIO:
+        """A stream over a (possibly large) object.  NotFound if absent."""
+        ...
+
+    def write_bytes(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        create_only: bool = False,
+        if_match: str | None = None,
+        content_type: str | None = None,
+    ) -> str:
+        """Write a small object atomically; return its new ETag."""
+        ...
+
+    def write_stream(
+        self,
+        key: str,
+        stream: BinaryIO,
+        *,
+        create_only: bool = False,
+        hash_names: tuple[str, ...] = ("md5", "sha1", "sha256"),
+        content_type: str | None = None,
+    ) -> PutResult:
+        """Stream ``stream`` into ``key`` in chunks, hashing on the way."""
+        ...
+
+    def stat(self, key: str) -> ObjectInfo:
+        """Size, mtime and ETag of an object.  NotFound if absent."""
+        ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def delete(self, key: str) -> None:
+        """Remove an object; absent objects are not an error."""
+        ...
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        """All objects whose key starts with ``prefix`` (a folder prefix ending in /)."""
+        ...
+
+    def local_path(self, key: str) -> Path | None:
+        """A filesystem path for sendfile, or None when the backend has none."""
+        ...
+
+    def describe(self) -> str:
+        """Where the repository lives, for messages (never credentials)."""
+        ...

@@ -1,0 +1,29 @@
+"""Storage keys: the one place that decides whether a key is safe to use.
+
+A key is a relative, ``/``-separated path inside the repository.  It must not be
+empty, absolute, contain ``..`` or ``.`` segments, empty segments, backslashes or
+control characters.  Both backends call :func:`check_key` before touching anything.
+"""
+
+from __future__ import annotations
+
+from publisher.errors import UsageError
+
+
+def check_key(key: str) -> str:
+    """Return ``key`` if it is a safe relative storage key, else raise UsageError."""
+    if not key or not isinstance(key, str):
+        raise UsageError("empty storage key")
+    if key.startswith("/") or "\\" in key or "\x00" in key:
+        raise UsageError(f"unsafe storage key {key!r}: must be a relative path")
+    if any(ord(c) < 0x20 or c == "\x7f" for c in key):
+        raise UsageError(f"unsafe storage key {key!r}: control characters")
+    for part in key.split("/"):
+        if part in ("", ".", ".."):
+            raise UsageError(f"unsafe storage key {key!r}: empty, '.' or '..' segment")
+    return key
+
+
+def join_key(*parts: str) -> str:
+    """Join key parts with ``/`` and check the result."""
+    return check_key("/".join(p.strip("/") for p in parts if p))

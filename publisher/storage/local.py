@@ -1,0 +1,223 @@
+"""Local directory storage: the embedded default backend.
+
+* Atomic writes: a temporary file in the target directory, fsync, then
+  ``os.replace`` (plain and compare-and-swap writes) or ``os.link`` (create-only
+  writes, which fail atomically when the key exists).
+* Compare-and-swap holds ``flock`` on the key's directory while it checks the ETag
+  and replaces the file.  The kernel drops the lock when the process dies, so there
+  is no lock file that can go stale.
+* ETags are ``<inode>-<mtime_ns>-<size>``: every write makes a new inode.
+* Every key is checked (:func:`check_key`) and the resolved path must stay inside
+  the root, so ``..``, absolute keys and escaping symlinks are refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from publisher.errors import NotFound, PreconditionFailed, StorageError, UsageError
+from publisher.storage.base import ObjectInfo, PutResult
+from publisher.storage.keys import check_key
+
+CHUNK = 1024 * 1024
+_TMP_PREFIX = ".tmp-"
+
+
+def _etag(st: os.stat_result) -> str:
+    return f"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}"
+
+
+class LocalStorage:
+    name = "local"
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).absolute()
+        self._real_root = os.path.realpath(self.root)
+
+    def describe(self) -> str:
+        return str(self.root)
+
+    # -- path resolution -------------------------------------------------------
+    def _path(self, key: str) -> Path:
+        check_key(key)
+        path = self.root / key
+        real = os.path.realpath(path)
+        if real != self._real_root and not real.startswith(self._real_root + os.sep):
+            raise UsageError(f"storage key {key!r} resolves outside the repository")
+        return path
+
+    def local_path(self, key: str) -> Path | None:
+        path = self._path(key)
+        return path if path.is_file() else None
+
+    # -- reads -----------------------------------------------------------------
+    def _open(self, key: str) -> BinaryIO:
+        path = self._path(key)
+        try:
+            fh = path.open("rb")
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFound(f"{key} not found in {self.root}") from None
+        except IsADirectoryError:
+            raise NotFound(f"{key} is not an object in {self.root}") from None
+        except OSError as exc:
+            raise StorageError(f"cannot read {path}: {exc.strerror}") from exc
+        return fh
+
+    def read_bytes(self, key: str) -> bytes:
+        with self._open(key) as fh:
+            return fh.read()
+
+    def read_with_etag(self, key: str) -> tuple[bytes, str]:
+        with self._open(key) as fh:
+            st = os.fstat(fh.fileno())
+            return fh.read(), _etag(st)
+
+    def open_read(self, key: str) -> BinaryIO:
+        return self._open(key)
+
+    def stat(self, key: str) -> ObjectInfo:
+        path = self._path(key)
+        try:
+            st = path.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFound(f"{key} not found in {self.root}") from None
+        if not path.is_file():
+            raise NotFound(f"{key} is not an object in {self.root}")
+        return ObjectInfo(key=key, size=st.st_size, mtime=st.st_mtime, etag=_etag(st))
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.stat(key)
+        except NotFound:
+            return False
+        return True
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        base = self.root / prefix if prefix else self.root
+        if prefix:
+            check_key(prefix.rstrip("/"))
+        if not base.is_dir():
+            return
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames.sort()
+            for name in sorted(filenames):
+                if name.startswith(_TMP_PREFIX):
+                    continue
+                full = os.path.join(dirpath, name)
+                try:
+                    st = os.stat(full)
+                except FileNotFoundError:
+                    continue
+                key = os.path.relpath(full, self.root).replace(os.sep, "/")
+                yield ObjectInfo(key=key, size=st.st_size, mtime=st.st_mtime, etag=_etag(st))
+
+    # -- writes ----------------------------------------------------------------
+    def _tmp_for(self, path: Path) -> Path:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create {path.parent}: {exc.strerror}") from exc
+        return path.parent / f"{_TMP_PREFIX}{secrets.token_hex(8)}"
+
+    def _commit(
+        self, tmp: Path, path: Path, key: str, create_only: bool, if_match: str | None
+    ) -> str:
+        try:
+            if create_only:
+                try:
+                    os.link(tmp, path)
+                except FileExistsError:
+                    raise PreconditionFailed(f"{key} already exists") from None
+            elif if_match is not None:
+                dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+                try:
+                    fcntl.flock(dir_fd, fcntl.LOCK_EX)
+                    try:
+                        current = _etag(os.stat(path))
+                    except FileNotFoundError:
+                        current = None
+                    if current != if_match:
+                        raise PreconditionFailed(f"{key} changed since it was read")
+                    os.replace(tmp, path)
+                finally:
+                    os.close(dir_fd)  # closing drops the flock
+            else:
+                os.replace(tmp, path)
+            return _etag(os.stat(path))
+        except OSError as exc:
+            raise StorageError(f"cannot write {path}: {exc.strerror}") from exc
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+    def write_bytes(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        create_only: bool = False,
+        if_match: str | None = None,
+        content_type: str | None = None,
+    ) -> str:
+        path = self._path(key)
+        tmp = self._tmp_for(path)
+        try:
+            with tmp.open("wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            raise StorageError(f"cannot write {path}: {exc.strerror}") from exc
+        return self._commit(tmp, path, key, create_only, if_match)
+
+    def write_stream(
+        self,
+        key: str,
+        stream: BinaryIO,
+        *,
+        create_only: bool = False,
+        hash_names: tuple[str, ...] = ("md5", "sha1", "sha256"),
+        content_type: str | None = None,
+    ) -> PutResult:
+        path = self._path(key)
+        tmp = self._tmp_for(path)
+        hashers = {n: hashlib.new(n) for n in hash_names}
+        size = 0
+        try:
+            with tmp.open("wb") as fh:
+                while chunk := stream.read(CHUNK):
+                    size += len(chunk)
+                    for h in hashers.values():
+                        h.update(chunk)
+                    fh.write(chunk)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            if exc.errno == errno.ENOSPC:
+                raise StorageError(f"no space left on device writing {path}") from exc
+            raise StorageError(f"cannot write {path}: {exc.strerror}") from exc
+        etag = self._commit(tmp, path, key, create_only, None)
+        return PutResult(
+            size=size, etag=etag, hashes={n: h.hexdigest() for n, h in hashers.items()}
+        )
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise StorageError(f"cannot delete {path}: {exc.strerror}") from exc

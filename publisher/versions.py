@@ -1,0 +1,69 @@
+"""Debian policy checks for names, versions and architectures, and dpkg ordering.
+
+Ordering is python-debian's :class:`debian.debian_support.Version` (dpkg's
+algorithm); the test suite cross-checks it against ``dpkg --compare-versions``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from debian.debian_support import Version
+
+from publisher.errors import InvalidPackage
+
+# Debian policy 5.6.1: lowercase letters, digits, + - . ; at least two characters,
+# starting with an alphanumeric.
+PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
+ARCH_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+# Policy 5.6.12: [epoch:]upstream[-revision]; upstream starts with a digit and has
+# no colon; the revision has no hyphen.
+VERSION_RE = re.compile(
+    r"^(?:(?P<epoch>[0-9]+):)?(?P<upstream>[0-9][A-Za-z0-9.+~-]*?)(?:-(?P<revision>[A-Za-z0-9.+~]+))?$"
+)
+
+
+def check_package_name(name: str) -> str:
+    if not PACKAGE_RE.match(name):
+        raise InvalidPackage(
+            f"invalid package name {name!r}: Debian names use lowercase letters, digits "
+            "and + - . (at least 2 characters, starting with a letter or digit)"
+        )
+    return name
+
+
+def check_version(version: str) -> str:
+    if not VERSION_RE.match(version):
+        raise InvalidPackage(
+            f"invalid version {version!r}: expected [epoch:]upstream[-revision] where "
+            "upstream starts with a digit and uses only A-Za-z0-9.+~-"
+        )
+    try:
+        Version(version)
+    except ValueError as exc:
+        raise InvalidPackage(f"invalid version {version!r}: {exc}") from None
+    return version
+
+
+def check_architecture(arch: str) -> str:
+    if not ARCH_RE.match(arch):
+        raise InvalidPackage(f"invalid architecture {arch!r}")
+    return arch
+
+
+def strip_epoch(version: str) -> str:
+    """The version as it appears in a pool file name (Debian drops the epoch)."""
+    return version.split(":", 1)[1] if ":" in version else version
+
+
+def version_key(version: str) -> Version:
+    return Version(version)
+
+
+def newest(versions: Iterable[str]) -> str | None:
+    return max(versions, key=Version, default=None)
+
+
+def sort_versions(versions: Iterable[str], *, reverse: bool = False) -> list[str]:
+    return sorted(versions, key=Version, reverse=reverse)

@@ -1,0 +1,33 @@
+"""Serve a directory over loopback HTTP in a thread, logging every request path."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    requests: list[str]
+
+    def log_message(self, format: str, *args: object) -> None:
+        self.requests.append(self.path)
+
+
+@contextmanager
+def serve_directory(root: Path) -> Iterator[tuple[str, list[str]]]:
+    """Yield (base URL, list of requested paths) for an HTTP server on 127.0.0.1."""
+    log: list[str] = []
+    handler = functools.partial(type("H", (_Handler,), {"requests": log}), directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", log
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
