@@ -107,13 +107,12 @@ def publish(ctx: Context, channel: str, files: tuple[Path, ...], as_json: bool) 
     else:
         results = repo.publish(channel, files)
     if as_json:
-        emit_json([r.to_json() for r in results])
+        emit_json(results)
         return
     for r in results:
-        e = r.entry
-        what = "published" if r.status == "added" else "unchanged (same bytes already published)"
-        pin = " [pinned]" if r.pinned else ""
-        click.echo(f"{what}: {e.package} {e.version} {e.architecture} -> {channel}{pin}")
+        what = "published" if r["status"] == "added" else "unchanged (same bytes already published)"
+        pin = " [pinned]" if r["pinned"] else ""
+        click.echo(f"{what}: {r['package']} {r['version']} {r['architecture']} -> {channel}{pin}")
 
 
 @cli.command(name="list")

@@ -177,7 +177,8 @@ class Repository:
         paths: Sequence[str | Path],
         *,
         progress: Progress | None = None,
-    ) -> list[PublishResult]:
+    ) -> list[dict[str, Any]]:
+        """Publish .debs into ``channel``; one JSON-ready result per file."""
         chan = self.config.channel(channel)
         if not paths:
             raise InvalidPackage("no .deb files given")
@@ -194,7 +195,7 @@ class Repository:
             entries.append(self._store(info, known.get(str(info.path))))
             if progress:
                 progress(1)
-        return self.add_entries(chan, entries, action="publish")
+        return [r.to_json() for r in self.add_entries(chan, entries, action="publish")]
 
     def add_entries(
         self, chan: ChannelConfig, entries: Sequence[Entry], *, action: str

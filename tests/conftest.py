@@ -1,1 +1,106 @@
+"""Shared fixtures: a session signing key, repositories on either backend, .deb builder."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from publisher.config import Config, parse_config
+from publisher.repo import Repository
+from publisher.signing import generate_dev_key
+from publisher.storage.base import Storage
+from tests.debs import build_deb
+
 pytest_plugins = ["tests.s3server"]
+
+CHANNELS: dict[str, Any] = {
+    "dev": {"description": "dev builds"},
+    "staging": {"promote_from": ["dev"]},
+    "prod": {"promote_from": ["staging"]},
+}
+
+
+@pytest.fixture(scope="session")
+def gpg_key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
+    """(gnupghome, fingerprint) of an ed25519 key made once per test session."""
+    home = tmp_path_factory.mktemp("gnupg")
+    fpr = generate_dev_key(home, "aptship test key", "test@aptship.invalid")
+    yield home, fpr
+    subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], check=False)
+
+
+def config_dict(
+    storage: dict[str, Any], gnupghome: Path, keys: list[str], channels: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    return {
+        "repository": {"origin": "aptship-test", "label": "aptship-test"},
+        "storage": storage,
+        "signing": {"gnupghome": str(gnupghome), "keys": keys},
+        "server": {"tokens_file": "tokens.json"},
+        "channels": channels if channels is not None else CHANNELS,
+    }
+
+
+RepoFactory = Callable[..., Repository]
+
+
+@pytest.fixture
+def make_repo(tmp_path: Path, gpg_key: tuple[Path, str]) -> RepoFactory:
+    """Build a Repository on local storage (default) or a given Storage object."""
+
+    def factory(
+        channels: dict[str, Any] | None = None,
+        storage: Storage | None = None,
+        keys: list[str] | None = None,
+        gnupghome: Path | None = None,
+        **repository: Any,
+    ) -> Repository:
+        data = config_dict(
+            {"type": "local", "path": str(tmp_path / "repo")},
+            gnupghome or gpg_key[0],
+            keys or [gpg_key[1]],
+            channels,
+        )
+        data["repository"].update(repository)
+        cfg: Config = parse_config(data, tmp_path / "aptship.toml")
+        return Repository(cfg, storage)
+
+    return factory
+
+
+@pytest.fixture
+def repo(make_repo: RepoFactory) -> Repository:
+    return make_repo()
+
+
+@pytest.fixture
+def debs(tmp_path: Path) -> Callable[..., Path]:
+    """``debs(name, version, arch="amd64", **kw)`` builds a real .deb with dpkg-deb."""
+    out = tmp_path / "debs"
+    out.mkdir(exist_ok=True)
+
+    def factory(package: str, version: str, arch: str = "amd64", **kw: Any) -> Path:
+        return build_deb(out, package, version, arch, **kw)
+
+    return factory
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    """Every file below ``root`` with its bytes: compare before/after to prove no change."""
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.is_symlink()
+    }
+
+
+@pytest.fixture(scope="session")
+def tools() -> None:
+    missing = [t for t in ("gpg", "gpgv", "dpkg-deb", "apt-get") if shutil.which(t) is None]
+    if missing:
+        pytest.fail(f"required system tools missing: {missing} (run .ci/run to install them)")
