@@ -161,6 +161,171 @@ def reindex(ctx: Context, channels: tuple[str, ...], as_json: bool) -> None:
         click.echo(f"reindexed {name} (generation {gen})")
 
 
+def split_spec(spec: str) -> tuple[str, str | None]:
+    """``PACKAGE[=VERSION]`` -> (package, version or None)."""
+    package, _, version = spec.partition("=")
+    if not package:
+        raise UsageError(f"expected PACKAGE[=VERSION], got {spec!r}")
+    return package, version or None
+
+
+@cli.command()
+@click.argument("spec", required=False, metavar="PACKAGE[=VERSION]")
+@click.option("--from", "src", required=True, help="Source channel.")
+@click.option("--to", "dst", required=True, help="Target channel.")
+@click.option("--all", "everything", is_flag=True, help="Promote every package's pinned version.")
+@click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+@json_option
+@pass_ctx
+def promote(
+    ctx: Context,
+    spec: str | None,
+    src: str,
+    dst: str,
+    everything: bool,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Copy an exact version from one channel to another and pin it there."""
+    if everything == bool(spec):
+        raise UsageError("give either PACKAGE[=VERSION] or --all")
+    if everything:
+        results = ctx.repo.promote_all(src, dst, dry_run=dry_run)
+    else:
+        package, version = split_spec(spec or "")
+        results = [ctx.repo.promote(package, version, src, dst, dry_run=dry_run)]
+    if as_json:
+        emit_json(results if everything else results[0])
+        return
+    if not results:
+        click.echo(f"nothing pinned in {src}; nothing to promote")
+    for r in results:
+        click.echo(
+            f"{r['status']}: {r['package']} {r['version']} {r['from']} -> {r['to']} "
+            f"(pin {r['old_pin'] or '-'} -> {r['new_pin']})"
+        )
+
+
+@cli.command()
+@click.argument("package")
+@click.option("--channel", "-c", required=True)
+@click.option("--to", "to", help="Roll back to this retained version.")
+@json_option
+@pass_ctx
+def rollback(ctx: Context, package: str, channel: str, to: str | None, as_json: bool) -> None:
+    """Move a channel's pin back to the previously pinned version (nothing is deleted)."""
+    r = ctx.repo.rollback(package, channel, to)
+    if as_json:
+        emit_json(r)
+        return
+    click.echo(f"rolled back {package} in {channel}: {r['old_pin']} -> {r['new_pin']}")
+
+
+@cli.command()
+@click.option("--channel", "-c", required=True)
+@pass_ctx
+def pins(ctx: Context, channel: str) -> None:
+    """Print the channel's pins as an apt preferences file (Pin-Priority 1001)."""
+    click.echo(ctx.repo.pins(channel), nl=False)
+
+
+@cli.command()
+@click.argument("spec", metavar="PACKAGE=VERSION")
+@click.option("--channel", "-c", required=True)
+@click.option("--force", is_flag=True, help="Also remove the pinned version.")
+@json_option
+@pass_ctx
+def remove(ctx: Context, spec: str, channel: str, force: bool, as_json: bool) -> None:
+    """Remove a version from a channel (the pool file stays until gc)."""
+    package, version = split_spec(spec)
+    if version is None:
+        raise UsageError("remove needs PACKAGE=VERSION")
+    r = ctx.repo.remove(package, version, channel, force=force)
+    if as_json:
+        emit_json(r)
+        return
+    click.echo(f"removed {package} {version} from {channel} (pin {r['old_pin']} -> {r['new_pin']})")
+
+
+@cli.command()
+@click.argument("src")
+@click.argument("dst")
+@json_option
+@pass_ctx
+def diff(ctx: Context, src: str, dst: str, as_json: bool) -> None:
+    """Compare the pins of two channels and show what `promote --all` would change."""
+    rows = ctx.repo.diff(src, dst)
+    if as_json:
+        emit_json(rows)
+        return
+    click.echo(f"{'package':<30} {src:<20} {dst:<20} action")
+    for r in rows:
+        click.echo(f"{r['package']:<30} {r[src] or '-':<20} {r[dst] or '-':<20} {r['action']}")
+
+
+@cli.command()
+@click.argument("package", required=False)
+@click.option("--channel", "-c")
+@json_option
+@pass_ctx
+def history(ctx: Context, package: str | None, channel: str | None, as_json: bool) -> None:
+    """The audit log: every publish, promote, rollback and remove."""
+    rows = ctx.repo.history(channel, package)
+    if as_json:
+        emit_json(rows)
+        return
+    for r in rows:
+        click.echo(
+            f"{r['at']} {r['actor']:<20} {r['action']:<9} {r['channel']:<10} {r['package']} "
+            f"{r.get('version') or ''} pin {r.get('old') or '-'} -> {r.get('new') or '-'}"
+        )
+
+
+@cli.command(name="verify")
+@click.option("--fast", is_flag=True, help="Check pool file sizes only, not their hashes.")
+@click.option("--channel", "-c", "channels", multiple=True)
+@json_option
+@pass_ctx
+def verify_cmd(ctx: Context, fast: bool, channels: tuple[str, ...], as_json: bool) -> None:
+    """Check signatures, index hashes, by-hash files and pool files."""
+    from publisher.errors import VerifyFailed
+    from publisher.verify import verify
+
+    problems = verify(ctx.repo, fast=fast, channels=list(channels) or None)
+    if as_json:
+        emit_json({"ok": not problems, "problems": problems})
+    else:
+        for p in problems:
+            click.echo(f"problem: {p}")
+    if problems:
+        raise VerifyFailed(
+            f"{len(problems)} problem(s) found; `aptship reindex` repairs index problems"
+        )
+    if not as_json:
+        click.echo("repository is healthy")
+
+
+@cli.command(name="gc")
+@click.option("--dry-run", is_flag=True, help="List what would be deleted.")
+@click.option(
+    "--grace", default="1d", show_default=True, help="Only delete objects older than this."
+)
+@json_option
+@pass_ctx
+def gc_cmd(ctx: Context, dry_run: bool, grace: str, as_json: bool) -> None:
+    """Delete unreferenced pool, by-hash and state files older than the grace period."""
+    from publisher.gc import collect, parse_duration
+
+    keys = collect(ctx.repo, grace=parse_duration(grace), dry_run=dry_run)
+    if as_json:
+        emit_json({"dry_run": dry_run, "deleted": keys})
+        return
+    verb = "would delete" if dry_run else "deleted"
+    for k in keys:
+        click.echo(f"{verb} {k}")
+    click.echo(f"{verb} {len(keys)} object(s)")
+
+
 @cli.group()
 def key() -> None:
     """Signing key commands."""

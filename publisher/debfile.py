@@ -59,8 +59,8 @@ def inspect_deb(path: str | os.PathLike[str]) -> DebInfo:
         with p.open("rb") as fh:
             if fh.read(8) != b"!<arch>\n":
                 raise InvalidPackage(f"{label}: not a Debian package (no ar archive magic)")
-        deb = debfile.DebFile(str(p))
-        try:
+            fh.seek(0)
+            deb = debfile.DebFile(fileobj=fh)
             if not bytes(deb.version).startswith(b"2."):
                 raise InvalidPackage(f"{label}: unsupported .deb format {bytes(deb.version)!r}")
             control = deb.debcontrol()
@@ -72,8 +72,6 @@ def inspect_deb(path: str | os.PathLike[str]) -> DebInfo:
                         raise InvalidPackage(
                             f"{label}: truncated (member {member.name} is cut short)"
                         )
-        finally:
-            deb.close()
     except InvalidPackage:
         raise
     except FileNotFoundError:

@@ -20,10 +20,11 @@ from publisher.config import ChannelConfig, Config
 from publisher.debfile import DebInfo, hash_file, hash_stream, inspect_deb
 from publisher.dists import DistWriter
 from publisher.errors import ImmutableConflict, InvalidPackage, NotFound, PreconditionFailed
+from publisher.lifecycle import LifecycleOps
+from publisher.pins import apply_retention, set_pin
 from publisher.signing import Signer
-from publisher.state import ChannelState, Entry, PackageState, PinEvent, StateStore, now_iso
+from publisher.state import ChannelState, Entry, PackageState, StateStore, now_iso
 from publisher.storage import Storage, open_storage
-from publisher.versions import sort_versions
 
 KEYRING_KEY = "archive-keyring.asc"
 Progress = Callable[[int], None]
@@ -64,35 +65,7 @@ def entry_json(entry: Entry, channel: str, pin: str | None) -> dict[str, Any]:
     }
 
 
-def set_pin(ps: PackageState, version: str, action: str, actor: str) -> bool:
-    """Move the pin (recording history); False if it already points there."""
-    if ps.pin == version:
-        return False
-    ps.pin_history.append(
-        PinEvent(at=now_iso(), actor=actor, action=action, old=ps.pin, new=version)
-    )
-    ps.pin = version
-    ps.pin_stack.append(version)
-    return True
-
-
-def apply_retention(ps: PackageState, keep: int) -> list[Entry]:
-    """Keep the newest ``keep`` versions per architecture, never the pinned one; return drops."""
-    dropped: list[Entry] = []
-    for arch in {e.architecture for e in ps.entries}:
-        versions = sort_versions(
-            {e.version for e in ps.entries if e.architecture == arch}, reverse=True
-        )
-        for old in versions[keep:]:
-            if old == ps.pin:
-                continue
-            gone = ps.find(old, arch)
-            dropped += gone
-            ps.entries = [e for e in ps.entries if e not in gone]
-    return dropped
-
-
-class Repository:
+class Repository(LifecycleOps):
     def __init__(self, config: Config, storage: Storage | None = None) -> None:
         self.config = config
         self.storage = storage if storage is not None else open_storage(config.storage)

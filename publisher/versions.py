@@ -34,7 +34,7 @@ def check_package_name(name: str) -> str:
 
 
 def check_version(version: str) -> str:
-    if not VERSION_RE.match(version):
+    if not VERSION_RE.match(version) or version.endswith("-"):
         raise InvalidPackage(
             f"invalid version {version!r}: expected [epoch:]upstream[-revision] where "
             "upstream starts with a digit and uses only A-Za-z0-9.+~-"

@@ -35,7 +35,10 @@ def gpg_key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, st
 
 
 def config_dict(
-    storage: dict[str, Any], gnupghome: Path, keys: list[str], channels: dict[str, Any] | None = None
+    storage: dict[str, Any],
+    gnupghome: Path,
+    keys: list[str],
+    channels: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     return {
         "repository": {"origin": "aptship-test", "label": "aptship-test"},

@@ -44,3 +44,32 @@ def build_deb(
         capture_output=True,
     )
     return out
+
+
+def _ar_member(name: str, data: bytes) -> bytes:
+    header = f"{name:<16}{0:<12}{0:<6}{0:<6}{'100644':<8}{len(data):<10}`\n".encode()
+    return header + data + (b"\n" if len(data) % 2 else b"")
+
+
+def _tar_gz(files: dict[str, bytes]) -> bytes:
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, content in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+    return buf.getvalue()
+
+
+def craft_deb(path: Path, control: str, *, debian_binary: bytes = b"2.0\n") -> Path:
+    """Write a .deb by hand (ar + tar) with any control text, even one dpkg-deb refuses."""
+    members = [
+        _ar_member("debian-binary", debian_binary),
+        _ar_member("control.tar.gz", _tar_gz({"./control": control.encode()})),
+        _ar_member("data.tar.gz", _tar_gz({"./usr/share/doc/x/README": b"x\n"})),
+    ]
+    path.write_bytes(b"!<arch>\n" + b"".join(members))
+    return path

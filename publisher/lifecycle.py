@@ -1,0 +1,264 @@
+"""Promote, roll back, remove, pins, diff, history: moving exact artifacts between channels.
+
+A promotion copies entries (same pool file, same hashes: no upload, no rebuild)
+into the target channel, pins them there, and re-renders only the target.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from publisher.audit import current_actor, read_events, record_event
+from publisher.errors import ImmutableConflict, NotFound, PolicyViolation
+from publisher.pins import apply_retention, preferences, rollback_pin, set_pin
+from publisher.state import ChannelState, Entry
+from publisher.versions import newest
+
+if TYPE_CHECKING:
+    from publisher.config import Config
+    from publisher.state import StateStore
+    from publisher.storage import Storage
+
+
+class LifecycleOps:
+    """Channel operations; mixed into :class:`publisher.repo.Repository`."""
+
+    config: Config
+    states: StateStore
+    storage: Storage
+
+    if TYPE_CHECKING:
+
+        def render(self, channel: str, *, force: bool = False) -> int: ...
+
+    # -- promote ------------------------------------------------------------------
+    def _promotion_plan(
+        self, src: str, dst: str, wanted: Sequence[tuple[str, str | None]]
+    ) -> list[tuple[str, str, list[Entry]]]:
+        source, target = self.config.channel(src), self.config.channel(dst)
+        if src not in target.promote_from:
+            allowed = ", ".join(target.promote_from) or "nowhere"
+            raise PolicyViolation(
+                f"channel {dst!r} does not promote from {src!r} (promote_from: {allowed})"
+            )
+        view = self.states.view(source.name)
+        plan = []
+        for package, version in wanted:
+            ps = view.get(package)
+            if ps is None or not ps.entries:
+                raise PolicyViolation(f"package {package!r} is not in channel {src!r}")
+            chosen = version or ps.pin
+            if chosen is None:
+                raise PolicyViolation(f"{package} has no pinned version in {src!r}; name one")
+            entries = ps.find(chosen)
+            if not entries:
+                raise PolicyViolation(
+                    f"{package} {chosen} is not in channel {src!r} (retained: "
+                    f"{', '.join(ps.versions())})"
+                )
+            for e in entries:
+                if not target.accepts_architecture(e.architecture):
+                    raise PolicyViolation(
+                        f"channel {dst!r} does not carry architecture {e.architecture!r}"
+                    )
+            plan.append((package, chosen, entries))
+        return plan
+
+    def _promote(
+        self, src: str, dst: str, wanted: Sequence[tuple[str, str | None]], dry_run: bool
+    ) -> list[dict[str, Any]]:
+        plan = self._promotion_plan(src, dst, wanted)
+        target = self.config.channel(dst)
+        actor = current_actor()
+
+        def change(state: ChannelState) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+            results, changes = [], []
+            for package, version, entries in plan:
+                ps = state.edit(package)
+                old_pin, added = ps.pin, False
+                for entry in entries:
+                    existing = ps.find(entry.version, entry.architecture)
+                    if existing and not existing[0].same_artifact(entry):
+                        raise ImmutableConflict(
+                            f"{package} {version} ({entry.architecture}) is already in {dst!r} "
+                            "with different content"
+                        )
+                    if not existing:
+                        ps.entries.append(entry)
+                        added = True
+                moved = set_pin(ps, version, "promote", actor)
+                apply_retention(ps, target.keep)
+                status = "promoted" if added or moved else "unchanged"
+                if dry_run:
+                    status = "planned" if status == "promoted" else status
+                results.append(
+                    {
+                        "package": package,
+                        "version": version,
+                        "from": src,
+                        "to": dst,
+                        "status": status,
+                        "old_pin": old_pin,
+                        "new_pin": version,
+                        "architectures": sorted(e.architecture for e in entries),
+                    }
+                )
+                if added or moved:
+                    changes.append(
+                        {
+                            "package": package,
+                            "version": version,
+                            "old": old_pin,
+                            "new": version,
+                            "from": src,
+                        }
+                    )
+            return results, changes
+
+        if dry_run:
+            return change(self.states.view(dst))[0]
+        (results, changes), _head, changed = self.states.update(dst, change)
+        if changed:
+            record_event(self.storage, action="promote", channel=dst, changes=changes, actor=actor)
+            self.render(dst)
+        return results
+
+    def promote(
+        self, package: str, version: str | None, src: str, dst: str, *, dry_run: bool = False
+    ) -> dict[str, Any]:
+        return self._promote(src, dst, [(package, version)], dry_run)[0]
+
+    def promote_all(self, src: str, dst: str, *, dry_run: bool = False) -> list[dict[str, Any]]:
+        self.config.channel(src)
+        wanted = [(name, ps.pin) for name, ps in self.states.view(src).packages() if ps.pin]
+        if not wanted:
+            return []
+        return self._promote(src, dst, wanted, dry_run)
+
+    # -- rollback / remove ----------------------------------------------------------
+    def rollback(self, package: str, channel: str, to: str | None = None) -> dict[str, Any]:
+        self.config.channel(channel)
+        actor = current_actor()
+
+        def change(state: ChannelState) -> dict[str, Any]:
+            ps = state.require(package)
+            old = ps.pin
+            state.edit(package)
+            new = rollback_pin(ps, package, to, actor)
+            return {"package": package, "channel": channel, "old_pin": old, "new_pin": new}
+
+        result, _head, _changed = self.states.update(channel, change)
+        record_event(
+            self.storage,
+            action="rollback",
+            channel=channel,
+            actor=actor,
+            changes=[
+                {
+                    "package": package,
+                    "version": result["new_pin"],
+                    "old": result["old_pin"],
+                    "new": result["new_pin"],
+                }
+            ],
+        )
+        self.render(channel)
+        return result
+
+    def remove(
+        self, package: str, version: str, channel: str, *, force: bool = False
+    ) -> dict[str, Any]:
+        self.config.channel(channel)
+        actor = current_actor()
+
+        def change(state: ChannelState) -> dict[str, Any]:
+            ps = state.require(package)
+            gone = ps.find(version)
+            if not gone:
+                raise NotFound(f"{package} {version} is not in channel {channel!r}")
+            old = ps.pin
+            if version == ps.pin and not force:
+                raise PolicyViolation(
+                    f"{package} {version} is pinned in {channel!r}; roll back first or use --force"
+                )
+            state.edit(package)
+            ps.entries = [e for e in ps.entries if e.version != version]
+            ps.pin_stack = [v for v in ps.pin_stack if v != version]
+            if version == old:
+                set_pin(ps, newest(ps.versions()), "remove", actor)
+            return {
+                "package": package,
+                "version": version,
+                "channel": channel,
+                "removed": sorted(e.architecture for e in gone),
+                "old_pin": old,
+                "new_pin": ps.pin,
+            }
+
+        result, _head, _changed = self.states.update(channel, change)
+        record_event(
+            self.storage,
+            action="remove",
+            channel=channel,
+            actor=actor,
+            changes=[
+                {
+                    "package": package,
+                    "version": version,
+                    "old": result["old_pin"],
+                    "new": result["new_pin"],
+                }
+            ],
+        )
+        self.render(channel)
+        return result
+
+    # -- queries --------------------------------------------------------------------
+    def pin_map(self, channel: str) -> dict[str, str]:
+        self.config.channel(channel)
+        return {name: ps.pin for name, ps in self.states.view(channel).packages() if ps.pin}
+
+    def pins(self, channel: str) -> str:
+        return preferences(channel, self.pin_map(channel).items())
+
+    def channel_summary(self, channel: str) -> dict[str, Any]:
+        self.config.channel(channel)
+        view = self.states.view(channel)
+        return {
+            "channel": channel,
+            "generation": view.head.generation,
+            "packages": {
+                name: {"pin": ps.pin, "versions": ps.versions()} for name, ps in view.packages()
+            },
+        }
+
+    def diff(self, src: str, dst: str) -> list[dict[str, Any]]:
+        """Per package: the pin in each channel and what ``promote --all`` would do."""
+        a, b = self.pin_map(src), self.pin_map(dst)
+        rows = []
+        for name in sorted(set(a) | set(b)):
+            if a.get(name) is None:
+                action = "none (not pinned in source)"
+            elif a.get(name) == b.get(name):
+                action = "none (same)"
+            else:
+                action = f"promote {a[name]}"
+            rows.append({"package": name, src: a.get(name), dst: b.get(name), "action": action})
+        return rows
+
+    def history(
+        self, channel: str | None = None, package: str | None = None
+    ) -> list[dict[str, Any]]:
+        if channel:
+            self.config.channel(channel)
+        return read_events(self.storage, channel=channel, package=package)
+
+    def referencing_channels(self, pool_key: str) -> set[str]:
+        found = set()
+        for name in self.config.channels:
+            for _pkg, ps in self.states.view(name).packages():
+                if any(e.filename == pool_key for e in ps.entries):
+                    found.add(name)
+                    break
+        return found

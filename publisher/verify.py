@@ -1,0 +1,125 @@
+"""``aptship verify``: check a repository the way apt and an auditor would.
+
+For every channel: the InRelease and Release.gpg signatures (gpgv against the
+published ``archive-keyring.asc``), every index's size and hashes against Release
+and every by-hash copy, that the published record shows the newest committed state,
+and that every entry's pool file exists with the right size and SHA256 (``fast``:
+size only).  Returns a list of problems; empty means healthy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING
+
+from publisher.dists import dists_key, read_record
+from publisher.errors import NotFound, StorageError
+from publisher.signing import gpgv_verify
+
+if TYPE_CHECKING:
+    from publisher.repo import Repository
+
+CHUNK = 1024 * 1024
+
+
+def _digest(repo: Repository, key: str, name: str) -> str:
+    h = hashlib.new(name)
+    with repo.storage.open_read(key) as fh:
+        while chunk := fh.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _release_files(release: bytes) -> dict[str, dict[str, tuple[str, int]]]:
+    """{path: {"sha256": (hex, size), "sha512": ..., "md5sum": ...}} from a Release text."""
+    from debian.deb822 import Release
+
+    rel = Release(release)
+    files: dict[str, dict[str, tuple[str, int]]] = {}
+    for field in ("md5sum", "sha256", "sha512"):
+        for item in rel.get(field, []):
+            files.setdefault(item["name"], {})[field] = (item[field], int(item["size"]))
+    return files
+
+
+def verify_channel(repo: Repository, channel: str, *, fast: bool) -> list[str]:
+    problems: list[str] = []
+    storage = repo.storage
+    where = f"dists/{channel}"
+    try:
+        keyring = storage.read_bytes("archive-keyring.asc")
+    except NotFound:
+        return [f"{channel}: archive-keyring.asc is missing; run `aptship reindex`"]
+    try:
+        inrelease = storage.read_bytes(dists_key(channel, "InRelease"))
+        release = storage.read_bytes(dists_key(channel, "Release"))
+        release_gpg = storage.read_bytes(dists_key(channel, "Release.gpg"))
+    except NotFound as exc:
+        return [f"{channel}: {exc.message}; run `aptship reindex`"]
+    ok, out = gpgv_verify(keyring, inrelease)
+    if not ok:
+        last = out.strip().splitlines()[-1] if out.strip() else "gpgv failed"
+        problems.append(
+            f"{where}/InRelease: signature does not verify with archive-keyring.asc ({last})"
+        )
+    ok, out = gpgv_verify(keyring, release_gpg, release)
+    if not ok:
+        problems.append(f"{where}/Release.gpg: signature does not verify against Release")
+    if release not in inrelease.replace(b"\r\n", b"\n"):
+        problems.append(f"{where}/InRelease: signed text differs from Release")
+    for path, sums in sorted(_release_files(release).items()):
+        sha256, size = sums.get("sha256", ("", -1))
+        key = dists_key(channel, path)
+        try:
+            info = storage.stat(key)
+        except NotFound:
+            problems.append(f"{key}: listed in Release but missing")
+            continue
+        if info.size != size:
+            problems.append(f"{key}: size {info.size} but Release says {size}")
+        elif _digest(repo, key, "sha256") != sha256:
+            problems.append(f"{key}: SHA256 differs from Release")
+        base = key.rsplit("/", 1)[0]
+        for kind, name in (("SHA256", "sha256"), ("SHA512", "sha512")):
+            if name not in sums:
+                continue
+            by_hash = f"{base}/by-hash/{kind}/{sums[name][0]}"
+            try:
+                if _digest(repo, by_hash, name) != sums[name][0]:
+                    problems.append(f"{by_hash}: content does not match its name")
+            except NotFound:
+                problems.append(f"{by_hash}: missing (apt fetches indexes by hash)")
+    head = repo.states.read_head(channel)
+    record = read_record(storage, channel)
+    if record.generation < head.generation:
+        problems.append(
+            f"{channel}: state generation {head.generation} is not published "
+            f"(dists/ shows {record.generation}); run `aptship reindex --channel {channel}`"
+        )
+    elif record.inrelease.encode() != inrelease:
+        problems.append(
+            f"{where}/InRelease: differs from the published record; run `aptship reindex`"
+        )
+    for _name, ps in repo.states.view(channel).packages():
+        for e in ps.entries:
+            try:
+                info = storage.stat(e.filename)
+            except NotFound:
+                problems.append(f"{e.filename}: missing ({e.package} {e.version} in {channel})")
+                continue
+            if info.size != e.size:
+                problems.append(f"{e.filename}: size {info.size}, index says {e.size}")
+            elif not fast and _digest(repo, e.filename, "sha256") != e.sha256:
+                problems.append(f"{e.filename}: SHA256 differs from the index (corrupted)")
+    return problems
+
+
+def verify(repo: Repository, *, fast: bool = False, channels: list[str] | None = None) -> list[str]:
+    problems: list[str] = []
+    for name in channels or list(repo.config.channels):
+        repo.config.channel(name)
+        try:
+            problems += verify_channel(repo, name, fast=fast)
+        except StorageError as exc:
+            problems.append(f"{name}: {exc.message}")
+    return problems
