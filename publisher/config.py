@@ -85,6 +85,7 @@ class ServerConfig:
     secret_key_env: str | None = None
     pool_redirect: bool = False
     upload_dir: Path | None = None
+    metrics_public: bool = False
 
 
 @dataclass(frozen=True)
@@ -211,6 +212,7 @@ def _server(sec: _Section) -> ServerConfig:
         secret_key_env=sec.get("secret_key_env", str, None),
         pool_redirect=sec.get("pool_redirect", bool, False),
         upload_dir=sec.path_value("upload_dir"),
+        metrics_public=sec.get("metrics_public", bool, False),
     )
     sec.finish()
     return cfg

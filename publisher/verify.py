@@ -50,6 +50,10 @@ def verify_channel(repo: Repository, channel: str, *, fast: bool) -> list[str]:
         keyring = storage.read_bytes("archive-keyring.asc")
     except NotFound:
         return [f"{channel}: archive-keyring.asc is missing; run `aptship reindex`"]
+    if repo.states.read_head(channel).etag is None and not storage.exists(
+        dists_key(channel, "InRelease")
+    ):
+        return []  # never published and empty: nothing to check
     try:
         inrelease = storage.read_bytes(dists_key(channel, "InRelease"))
         release = storage.read_bytes(dists_key(channel, "Release"))

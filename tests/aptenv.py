@@ -112,7 +112,7 @@ class AptEnv:
         return self.run("install", "-y", "--download-only", "--no-install-recommends", *specs)
 
     def simulate(self, *specs: str) -> AptResult:
-        return self.run("-s", "install", "-y", *specs)
+        return self.run("-s", "install", *specs)
 
     def policy(self, package: str) -> AptResult:
         return self.run("policy", package, tool="apt-cache")

@@ -1,0 +1,486 @@
+"""Turn a ``pyproject.toml`` project into a dh-virtualenv ``debian/`` and build it.
+
+:func:`read_project` collects what a Debian package needs from ``[project]`` and
+reports every missing field at once; :func:`debianize` writes ``debian/control``,
+``rules``, ``changelog``, ``source/format`` and ``<package>.links``; :func:`build`
+runs ``dpkg-buildpackage -us -uc -b`` and finds the ``.deb`` it wrote next to the
+project.  The version mapping lives in :mod:`publisher.pep440`.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import os
+import re
+import shutil
+import subprocess
+import time
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from debian.deb822 import Deb822
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+from publisher import pep440
+from publisher.errors import InvalidPackage, UsageError
+from publisher.versions import PACKAGE_RE, strip_epoch
+
+INSTALL_ROOT = "/opt/venvs"
+PYTHON = "/usr/bin/python3"
+SYSTEM_WHEELS = "/usr/share/python-wheels"
+MAINTAINER_RE = re.compile(r"^[^<>@\s][^<>]*\s<[^<>\s@]+@[^<>\s@]+>$")
+# Console script names that make a valid, unsurprising file name in /usr/bin.
+SCRIPT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+
+
+@dataclass(frozen=True)
+class Project:
+    """The metadata a Debian package is made of, read from ``pyproject.toml``."""
+
+    directory: Path
+    name: str
+    package: str
+    version: str
+    debian_version: str
+    description: str
+    maintainer: str
+    scripts: tuple[str, ...]
+    python_depends: str
+    homepage: str | None
+    hermetic: bool
+    has_wheels_dir: bool
+
+
+@dataclass(frozen=True)
+class BuiltDeb:
+    path: Path
+    package: str
+    version: str
+    architecture: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {
+            "deb": str(self.path),
+            "package": self.package,
+            "version": self.version,
+            "architecture": self.architecture,
+        }
+
+
+def debian_package_name(project_name: str) -> str:
+    """Debian policy spelling of a Python project name: lowercase, ``_`` -> ``-``."""
+    return project_name.strip().lower().replace("_", "-")
+
+
+def load_pyproject(project_dir: Path) -> dict[str, Any]:
+    path = project_dir / "pyproject.toml"
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise UsageError(
+            f"no pyproject.toml in {project_dir}: aptship debianize packages a Python "
+            "project described by pyproject.toml [project]"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{path} is not valid TOML: {exc}") from None
+
+
+def _first_maintainer(project: Mapping[str, Any]) -> str | None:
+    """``Name <email>`` of the first maintainer, else author, with a name and an email."""
+    for key in ("maintainers", "authors"):
+        people = project.get(key)
+        if not isinstance(people, list):
+            continue
+        for person in people:
+            if not isinstance(person, dict):
+                continue
+            name, mail = person.get("name"), person.get("email")
+            if isinstance(name, str) and name.strip() and isinstance(mail, str) and mail.strip():
+                return f"{name.strip()} <{mail.strip()}>"
+    return None
+
+
+def python_dependency(requires_python: str | None) -> str:
+    """``python3`` with the lower bound of ``requires-python`` as a Debian relation."""
+    if not requires_python:
+        return "python3"
+    best: tuple[tuple[int, ...], bool] | None = None
+    for spec in SpecifierSet(requires_python):
+        if spec.operator not in (">=", ">", "~=", "=="):
+            continue
+        text = spec.version.removesuffix(".*")
+        release = pep440.parse(text).release
+        candidate = (release, spec.operator == ">")
+        if best is None or candidate > best:
+            best = candidate
+    if best is None:
+        return "python3"
+    release, strict = best
+    return f"python3 ({'>>' if strict else '>='} {'.'.join(map(str, release))})"
+
+
+def _homepage(project: Mapping[str, Any]) -> str | None:
+    urls = project.get("urls")
+    if isinstance(urls, dict):
+        for key, value in urls.items():
+            if key.lower() == "homepage" and isinstance(value, str):
+                return value
+    return None
+
+
+def read_project(
+    project_dir: Path,
+    *,
+    version: str | None = None,
+    maintainer: str | None = None,
+    revision: str = "1",
+    hermetic: bool | None = None,
+) -> Project:
+    """Read and check ``pyproject.toml``; raise one :class:`UsageError` naming every gap."""
+    data = load_pyproject(project_dir)
+    project = data.get("project")
+    if not isinstance(project, dict):
+        project = {}
+    tools = data.get("tool")
+    tool = tools.get("aptship") if isinstance(tools, dict) else None
+    if not isinstance(tool, dict):
+        tool = {}
+    dynamic = project.get("dynamic") or []
+    problems: list[str] = []
+
+    name = project.get("name")
+    package = ""
+    if not isinstance(name, str) or not name.strip():
+        problems.append("name: set [project] name")
+        name = ""
+    else:
+        package = debian_package_name(name)
+        if not PACKAGE_RE.match(package):
+            problems.append(
+                f"name: {name!r} gives the Debian package name {package!r}, which Debian does "
+                "not allow (lowercase letters, digits and + - ., at least 2 characters)"
+            )
+
+    if version is None:
+        static = project.get("version")
+        if isinstance(static, str) and static.strip():
+            version = static.strip()
+        elif "version" in dynamic:
+            problems.append(
+                "version: it is dynamic in pyproject.toml; pass the version to package "
+                "with --version (e.g. --version 1.2.0)"
+            )
+        else:
+            problems.append("version: set [project] version or pass --version")
+    debian_version = ""
+    if version is not None:
+        try:
+            version = str(pep440.parse(version))
+            debian_version = pep440.debian_version(version, revision)
+        except UsageError as exc:
+            problems.append(f"version: {exc.message}")
+
+    description = project.get("description")
+    if not isinstance(description, str) or not description.strip():
+        problems.append("description: set [project] description (one line, the package synopsis)")
+        description = ""
+    description = " ".join(description.split())
+
+    if maintainer is not None:
+        maintainer = maintainer.strip()
+        if not MAINTAINER_RE.match(maintainer):
+            problems.append(f"maintainer: --maintainer {maintainer!r} is not 'Name <email>'")
+    else:
+        maintainer = _first_maintainer(project)
+        if maintainer is None:
+            problems.append(
+                "maintainer: no [project] maintainers or authors entry has both a name and an "
+                "email; add one or pass --maintainer 'Name <email>'"
+            )
+
+    raw_scripts = project.get("scripts") or {}
+    scripts: list[str] = []
+    if not isinstance(raw_scripts, dict):
+        problems.append("scripts: [project.scripts] must be a table of name = 'module:func'")
+    else:
+        for script in raw_scripts:
+            if SCRIPT_RE.match(script):
+                scripts.append(script)
+            else:
+                problems.append(f"scripts: {script!r} is not a usable command name for /usr/bin")
+
+    requires_python = project.get("requires-python")
+    python_depends = "python3"
+    if requires_python is not None:
+        try:
+            python_depends = python_dependency(str(requires_python))
+        except (InvalidSpecifier, UsageError):
+            problems.append(f"requires-python: {requires_python!r} is not a version specifier")
+
+    if hermetic is None:
+        setting = tool.get("hermetic", False)
+        if not isinstance(setting, bool):
+            problems.append("tool.aptship.hermetic: must be true or false")
+            setting = False
+        hermetic = setting
+
+    if problems:
+        raise UsageError(
+            f"{project_dir / 'pyproject.toml'} lacks what a Debian package needs:\n  - "
+            + "\n  - ".join(problems)
+        )
+    if version is None or maintainer is None:  # unreachable: each gap is a problem above
+        raise UsageError("pyproject.toml lacks a version or a maintainer")
+    return Project(
+        directory=project_dir,
+        name=name,
+        package=package,
+        version=version,
+        debian_version=debian_version,
+        description=description,
+        maintainer=maintainer,
+        scripts=tuple(sorted(scripts)),
+        python_depends=python_depends,
+        homepage=_homepage(project),
+        hermetic=hermetic,
+        has_wheels_dir=(project_dir / "wheels").is_dir(),
+    )
+
+
+# -- rendering ---------------------------------------------------------------------------------
+
+
+def render_control(p: Project) -> str:
+    source: dict[str, str] = {
+        "Source": p.package,
+        "Section": "misc",
+        "Priority": "optional",
+        "Maintainer": p.maintainer,
+        "Build-Depends": "debhelper-compat (= 13), dh-virtualenv (>= 1.2), python3, python3-venv",
+        "Standards-Version": "4.6.2",
+        "Rules-Requires-Root": "no",
+    }
+    if p.homepage:
+        source["Homepage"] = p.homepage
+    binary = {
+        "Package": p.package,
+        "Architecture": "any",
+        "Depends": f"${{misc:Depends}}, ${{shlibs:Depends}}, {p.python_depends}",
+        "Description": (
+            f"{p.description}\n"
+            f" {p.name} {p.version} in a Python virtualenv at {INSTALL_ROOT}/{p.package},\n"
+            " built with dh-virtualenv."
+        ),
+    }
+    return Deb822(source).dump() + "\n" + Deb822(binary).dump()
+
+
+def render_rules(p: Project) -> str:
+    args = ["--builtin-venv", f"--python {PYTHON}"]
+    env = [f"export DH_VIRTUALENV_INSTALL_ROOT={INSTALL_ROOT}"]
+    if p.hermetic:
+        args += ["--extra-pip-arg=--no-index", f"--extra-pip-arg=--find-links={SYSTEM_WHEELS}"]
+        if p.has_wheels_dir:
+            args.append("--extra-pip-arg=--find-links=$(CURDIR)/wheels")
+        env += [
+            "# Hermetic: pip sees only the wheels above, never an index or the machine's pip setup.",
+            "unexport PIP_INDEX_URL PIP_EXTRA_INDEX_URL PIP_FIND_LINKS",
+            "export PIP_CONFIG_FILE=/dev/null",
+        ]
+    env += ["export PIP_DISABLE_PIP_VERSION_CHECK=1", "export PIP_NO_INPUT=1"]
+    dh_virtualenv = " \\\n\t\t".join(["dh_virtualenv", *args])
+    return (
+        "#!/usr/bin/make -f\n"
+        "# Written by `aptship debianize` from pyproject.toml.\n\n"
+        + "\n".join(env)
+        + "\n\n%:\n\tdh $@ --with python-virtualenv\n\n"
+        f"override_dh_virtualenv:\n\t{dh_virtualenv}\n\n"
+        "# Nothing to normalise in a virtualenv, and it costs seconds.\n"
+        "override_dh_strip_nondeterminism:\n\n"
+        "# gzip -1: much faster than the xz default for a large virtualenv.\n"
+        "override_dh_builddeb:\n\tdh_builddeb -- -Zgzip -z1\n"
+    )
+
+
+def changelog_date(now: datetime | None = None) -> str:
+    if now is None:
+        epoch = os.environ.get("SOURCE_DATE_EPOCH")
+        now = datetime.fromtimestamp(int(epoch), UTC) if epoch else datetime.now(UTC)
+    return email.utils.format_datetime(now)
+
+
+def render_changelog(p: Project, now: datetime | None = None) -> str:
+    return (
+        f"{p.package} ({p.debian_version}) unstable; urgency=medium\n\n"
+        f"  * {p.name} {p.version}, packaged by aptship debianize.\n\n"
+        f" -- {p.maintainer}  {changelog_date(now)}\n"
+    )
+
+
+def render_links(p: Project) -> str:
+    return "".join(
+        f"{INSTALL_ROOT.lstrip('/')}/{p.package}/bin/{s} usr/bin/{s}\n" for s in p.scripts
+    )
+
+
+def debianize(
+    project_dir: Path,
+    *,
+    version: str | None = None,
+    maintainer: str | None = None,
+    revision: str = "1",
+    hermetic: bool | None = None,
+    force: bool = False,
+    now: datetime | None = None,
+) -> tuple[Project, list[Path]]:
+    """Write ``debian/`` for ``project_dir``; return the project and the files written.
+
+    An existing ``debian/`` is refused unless ``force``; with ``force`` only the files
+    aptship writes are replaced, anything else there (maintainer scripts...) is kept.
+    """
+    debian = project_dir / "debian"
+    if debian.exists() and not force:
+        raise UsageError(
+            f"{debian} already exists: pass --force to overwrite the files aptship writes "
+            "there (other files in it are kept)"
+        )
+    p = read_project(
+        project_dir, version=version, maintainer=maintainer, revision=revision, hermetic=hermetic
+    )
+    files: dict[str, str] = {
+        "control": render_control(p),
+        "rules": render_rules(p),
+        "changelog": render_changelog(p, now),
+        "source/format": "3.0 (native)\n",
+    }
+    links = debian / f"{p.package}.links"
+    if p.scripts:
+        files[links.name] = render_links(p)
+    elif links.exists():
+        links.unlink()
+    written = []
+    for rel, text in files.items():
+        path = debian / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        written.append(path)
+    (debian / "rules").chmod(0o755)
+    return p, written
+
+
+# -- building ----------------------------------------------------------------------------------
+
+
+def _tool_output(args: list[str], cwd: Path) -> str:
+    try:
+        result = subprocess.run(
+            args, cwd=cwd, capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL
+        )
+    except FileNotFoundError:
+        raise UsageError(f"{args[0]} not found: install dpkg-dev") from None
+    if result.returncode != 0:
+        raise UsageError(f"{' '.join(args)} failed in {cwd}: {result.stderr.strip()}")
+    return result.stdout.strip()
+
+
+def _binary_packages(control: Path) -> list[tuple[str, str]]:
+    """(package, Architecture field) of each binary stanza in debian/control."""
+    with control.open(encoding="utf-8") as fh:
+        stanzas = list(Deb822.iter_paragraphs(fh))
+    return [(s["Package"], s.get("Architecture", "any")) for s in stanzas[1:] if "Package" in s]
+
+
+def _deb_architecture(field: str, host: str) -> str | None:
+    """Architecture of the .deb ``dpkg-buildpackage -b`` builds for one stanza, if any."""
+    archs = field.split()
+    if "all" in archs:
+        return "all"
+    if "any" in archs or host in archs or any(a.endswith("-any") for a in archs):
+        return host
+    return None
+
+
+def _check_version_matches(project_dir: Path, debian_version: str) -> None:
+    """Refuse to build a .deb whose version disagrees with pyproject.toml's static version."""
+    try:
+        data = load_pyproject(project_dir)
+    except UsageError:
+        return
+    version = data.get("project", {}).get("version")
+    if not isinstance(version, str):
+        return
+    expected = pep440.debian_upstream_version(version)
+    upstream = debian_version.rsplit("-", 1)[0] if "-" in debian_version else debian_version
+    if upstream != expected:
+        raise UsageError(
+            f"debian/changelog is at {debian_version} but pyproject.toml's version {version} "
+            f"maps to {expected}: run `aptship debianize --force {project_dir}` (or add a "
+            "changelog entry) before building"
+        )
+
+
+def _stream(lines: Iterable[str], log: TextIO) -> None:
+    for line in lines:
+        log.write(line)
+        log.flush()
+
+
+def build(project_dir: Path, *, log: TextIO) -> list[BuiltDeb]:
+    """Run ``dpkg-buildpackage -us -uc -b`` in ``project_dir``; its output goes to ``log``.
+
+    Returns the ``.deb`` files it wrote to the parent directory, one per binary package.
+    """
+    project_dir = project_dir.resolve()
+    debian = project_dir / "debian"
+    missing = [n for n in ("control", "changelog", "rules") if not (debian / n).is_file()]
+    if missing:
+        raise UsageError(
+            f"{debian} has no {', '.join(missing)}: run `aptship debianize {project_dir}` first"
+        )
+    if shutil.which("dpkg-buildpackage") is None:
+        raise UsageError(
+            "dpkg-buildpackage not found: install dpkg-dev, debhelper and dh-virtualenv"
+        )
+    version = _tool_output(["dpkg-parsechangelog", "-S", "Version"], project_dir)
+    _check_version_matches(project_dir, version)
+    host = _tool_output(["dpkg", "--print-architecture"], project_dir)
+    packages = _binary_packages(debian / "control")
+
+    env = dict(os.environ, PIP_NO_INPUT="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
+    started = time.time()
+    with subprocess.Popen(
+        ["dpkg-buildpackage", "-us", "-uc", "-b"],
+        cwd=project_dir,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+    ) as proc:
+        _stream(proc.stdout or (), log)
+    if proc.returncode != 0:
+        raise InvalidPackage(
+            f"build failed: dpkg-buildpackage exited with status {proc.returncode} in "
+            f"{project_dir} (see the dpkg-buildpackage output above)"
+        )
+
+    built = []
+    for package, field in packages:
+        arch = _deb_architecture(field, host)
+        if arch is None:
+            continue
+        path = project_dir.parent / f"{package}_{strip_epoch(version)}_{arch}.deb"
+        if not path.is_file() or path.stat().st_mtime < started - 2:
+            raise InvalidPackage(
+                f"build failed: dpkg-buildpackage succeeded but did not write {path}"
+            )
+        built.append(BuiltDeb(path=path, package=package, version=version, architecture=arch))
+    if not built:
+        raise InvalidPackage(f"build failed: debian/control lists no package for {host}")
+    return built
