@@ -18,15 +18,16 @@ from debian.debian_support import Version
 from publisher.audit import current_actor, record_event
 from publisher.config import ChannelConfig, Config
 from publisher.debfile import DebInfo, hash_file, hash_stream, inspect_deb
+from publisher.dists import KEYRING_KEY as KEYRING_KEY  # re-exported: tests and server use it
 from publisher.dists import DistWriter
 from publisher.errors import ImmutableConflict, InvalidPackage, NotFound, PreconditionFailed
 from publisher.lifecycle import LifecycleOps
 from publisher.pins import apply_retention, set_pin
 from publisher.signing import Signer
-from publisher.state import ChannelState, Entry, PackageState, StateStore, now_iso
+from publisher.state import ChannelState, Entry, Head, PackageState, StateStore, now_iso
 from publisher.storage import Storage, open_storage
+from publisher.versions import newest
 
-KEYRING_KEY = "archive-keyring.asc"
 Progress = Callable[[int], None]
 
 
@@ -65,6 +66,14 @@ def entry_json(entry: Entry, channel: str, pin: str | None) -> dict[str, Any]:
     }
 
 
+def _pool_conflict(info: DebInfo) -> ImmutableConflict:
+    return ImmutableConflict(
+        f"{info.path.name}: {info.package} {info.version} ({info.architecture}) is "
+        f"already published as {info.pool_key} with different content; publish a new "
+        "version instead (published packages are immutable)"
+    )
+
+
 class Repository(LifecycleOps):
     def __init__(self, config: Config, storage: Storage | None = None) -> None:
         self.config = config
@@ -77,7 +86,7 @@ class Repository(LifecycleOps):
 
     @cached_property
     def dists(self) -> DistWriter:
-        return DistWriter(self.config, self.storage, self.signer)
+        return DistWriter(self.config, self.storage, self.signer, self.states)
 
     # -- pool ---------------------------------------------------------------------
     def _stored_sha256(self, key: str) -> str:
@@ -90,7 +99,9 @@ class Repository(LifecycleOps):
         by_key: dict[str, DebInfo] = {}
         for info in infos:
             key = info.pool_key
-            if key in by_key or self.storage.exists(key):
+            # A single file needs no look-up: its create-only write refuses to replace
+            # an existing pool file, and _store then compares the content.
+            if key in by_key or (len(infos) > 1 and self.storage.exists(key)):
                 hashes = known.get(str(info.path)) or hash_file(info.path)
                 known[str(info.path)] = hashes
                 first = by_key.get(key)
@@ -101,11 +112,7 @@ class Repository(LifecycleOps):
                 else:
                     theirs = self._stored_sha256(key)
                 if theirs != hashes["sha256"]:
-                    raise ImmutableConflict(
-                        f"{info.path.name}: {info.package} {info.version} ({info.architecture}) is "
-                        f"already published as {key} with different content; publish a new "
-                        "version instead (published packages are immutable)"
-                    )
+                    raise _pool_conflict(info)
             by_key.setdefault(key, info)
         return known
 
@@ -124,9 +131,7 @@ class Repository(LifecycleOps):
             except PreconditionFailed:
                 hashes, size = hash_file(info.path), info.size
                 if self._stored_sha256(key) != hashes["sha256"]:
-                    raise ImmutableConflict(
-                        f"{info.path.name}: {key} was just published with different content"
-                    ) from None
+                    raise _pool_conflict(info) from None
         else:
             hashes, size = known, info.size
         return Entry(
@@ -189,24 +194,32 @@ class Repository(LifecycleOps):
                         f"{entry.package} {entry.version} ({entry.architecture}) is already in "
                         f"channel {chan.name!r} with different content"
                     )
-                old_pin = ps.pin
                 if not existing:
                     ps.entries.append(entry)
-                moved = False
-                if chan.auto_pin and (ps.pin is None or Version(entry.version) > Version(ps.pin)):
-                    moved = set_pin(ps, entry.version, action, actor)
-                status = "unchanged" if existing else "added"
-                results.append(PublishResult(entry, chan.name, status, entry.version == ps.pin))
-                if status == "added" or moved:
                     changes.append(
                         {
                             "package": entry.package,
                             "version": entry.version,
                             "architecture": entry.architecture,
-                            "old": old_pin,
+                            "old": ps.pin,
                             "new": ps.pin,
                         }
                     )
+                status = "unchanged" if existing else "added"
+                results.append(PublishResult(entry, chan.name, status, False))
+            for name, ps in touched.items():
+                # one pin move per package and batch: to the newest version it published
+                best = newest(
+                    r.entry.version
+                    for r in results
+                    if r.entry.package == name and r.status == "added"
+                )
+                old_pin = ps.pin
+                if chan.auto_pin and best and (old_pin is None or Version(best) > Version(old_pin)):
+                    set_pin(ps, best, action, actor)
+                    for change in changes:
+                        if change["package"] == name:
+                            change["old"], change["new"] = old_pin, ps.pin
             for name, ps in touched.items():
                 for gone in apply_retention(ps, chan.keep):
                     changes.append(
@@ -219,6 +232,8 @@ class Repository(LifecycleOps):
                             "note": f"dropped by retention (keep = {chan.keep})",
                         }
                     )
+            for r in results:  # report the pin as it stands after the whole batch
+                r.pinned = r.entry.version == touched[r.entry.package].pin
             return results, changes
 
         (results, changes), _head, changed = self.states.update(chan.name, change)
@@ -226,13 +241,16 @@ class Repository(LifecycleOps):
             record_event(
                 self.storage, action=action, channel=chan.name, changes=changes, actor=actor
             )
-        self.render(chan.name)
+        self.render(chan.name, head=_head)
         return results
 
     # -- render ---------------------------------------------------------------------
-    def render(self, channel: str, *, force: bool = False) -> int:
-        self.ensure_keyring()
-        return self.dists.publish(channel, force=force)
+    def render(self, channel: str, *, force: bool = False, head: Head | None = None) -> int:
+        """Publish the channel's newest state (``head``: one just committed, if known).
+
+        The public keyring is published by the renderer, before the Release it checks.
+        """
+        return self.dists.publish(channel, force=force, head=head)
 
     def reindex(self, channels: Iterable[str] | None = None) -> dict[str, int]:
         names = list(channels) if channels else list(self.config.channels)
@@ -241,13 +259,7 @@ class Repository(LifecycleOps):
         return {name: self.render(name, force=True) for name in names}
 
     def ensure_keyring(self) -> None:
-        public = self.signer.export_public()
-        try:
-            if self.storage.read_bytes(KEYRING_KEY) == public:
-                return
-        except NotFound:
-            pass
-        self.storage.write_bytes(KEYRING_KEY, public, content_type="application/pgp-keys")
+        self.dists.ensure_keyring()
 
     # -- queries --------------------------------------------------------------------
     def list_entries(self, channel: str | None = None) -> list[dict[str, Any]]:

@@ -274,3 +274,17 @@ def test_gc_deletes_orphans_after_grace_only(
     assert all((root / key).exists() for key in referenced)
     assert not set(deleted) & referenced
     assert verify(repo) == []
+
+
+def test_republishing_same_bytes_does_not_undo_a_rollback(
+    repo: Repository, debs: Callable[..., Path]
+) -> None:
+    old, new = debs("app", "1.0"), debs("app", "1.1")
+    repo.publish("dev", [old, new])
+    assert repo.pin_map("dev") == {"app": "1.1"}
+    assert [e.new for e in repo.package_state("dev", "app").pin_history] == ["1.1"]  # type: ignore[union-attr]
+    repo.publish("dev", [debs("app", "0.9")])
+    repo.rollback("app", "dev", to="1.0")
+    result = repo.publish("dev", [new])
+    assert result[0]["status"] == "unchanged" and result[0]["pinned"] is False
+    assert repo.pin_map("dev") == {"app": "1.0"}
