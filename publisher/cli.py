@@ -345,6 +345,16 @@ def key_export(ctx: Context, output: Path | None) -> None:
         click.echo(public.decode("ascii"), nl=False)
 
 
+def _register_subcommands() -> None:
+    from publisher.cli_build import build, debianize
+
+    cli.add_command(debianize)
+    cli.add_command(build)
+
+
+_register_subcommands()
+
+
 def fail(err: AptshipError) -> NoReturn:
     click.echo(f"error: {err.message}", err=True)
     sys.exit(err.exit_code)

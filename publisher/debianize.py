@@ -166,8 +166,19 @@ def read_project(
                 "not allow (lowercase letters, digits and + - ., at least 2 characters)"
             )
 
+    static = project.get("version")
+    if version is not None and isinstance(static, str) and static.strip():
+        # pip builds the wheel with pyproject's version: the .deb must say the same.
+        try:
+            differs = pep440.parse(version) != pep440.parse(static.strip())
+        except UsageError:
+            differs = False  # reported below
+        if differs:
+            problems.append(
+                f"version: pyproject.toml says {static.strip()} but --version says {version}; "
+                "drop --version or change pyproject.toml"
+            )
     if version is None:
-        static = project.get("version")
         if isinstance(static, str) and static.strip():
             version = static.strip()
         elif "version" in dynamic:
@@ -288,7 +299,7 @@ def render_rules(p: Project) -> str:
         if p.has_wheels_dir:
             args.append("--extra-pip-arg=--find-links=$(CURDIR)/wheels")
         env += [
-            "# Hermetic: pip sees only the wheels above, never an index or the machine's pip setup.",
+            "# Hermetic: pip sees only the --find-links wheels below, no index, no pip config.",
             "unexport PIP_INDEX_URL PIP_EXTRA_INDEX_URL PIP_FIND_LINKS",
             "export PIP_CONFIG_FILE=/dev/null",
         ]

@@ -1,0 +1,1 @@
+"""End-to-end tests: real dh-virtualenv builds, chroots, apt-get."""
