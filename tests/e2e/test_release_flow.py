@@ -1,0 +1,125 @@
+"""The whole story: a dh-virtualenv service from source to a host and back, with apt alone.
+
+Builds hello-service at 1.0.0, 1.1.0 and 2.0.0rc1 with ``aptship debianize`` and
+``aptship build``; serves the repository with a real gunicorn (``aptship serve``);
+publishes through the API with a publish token as CI would; promotes dev -> staging
+-> prod; and drives a throwaway bookworm root (mmdebstrap, chroot) configured by the
+server's setup script: install, upgrade, roll back (a downgrade with no extra
+flags), install an exact version, and purge.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.aptenv import AptEnv
+from tests.e2e.dhv import hello_deb  # noqa: F401 - session fixture
+from tests.e2e.hostroot import host_root, run_in_root
+from tests.server.live import aptship, start_server
+
+pytestmark = pytest.mark.e2e
+SERVICE = "hello-service"
+
+
+def cli(*args: str, **env: str) -> str:
+    result = aptship(*args, env=env)
+    assert result.returncode == 0, f"aptship {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def in_root(root: Path, command: str) -> subprocess.CompletedProcess[str]:
+    result = run_in_root(root, ["sh", "-c", command])
+    assert result.returncode == 0, f"{command}:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def installed_version(root: Path) -> str:
+    out = in_root(root, f"dpkg-query -W -f='${{Version}}' {SERVICE}").stdout
+    return out.strip()
+
+
+def configure_host(root: Path, url: str, channel: str, token: str) -> None:
+    """Run the server's setup script inside the host root (idempotent: also a refresh)."""
+    script = requests.get(f"{url}/api/v1/channels/{channel}/setup", auth=("host", token), timeout=30)
+    assert script.status_code == 200, script.text
+    (root / "tmp" / "aptship-setup.sh").write_text(script.text)
+    in_root(root, "sh /tmp/aptship-setup.sh")
+
+
+def test_service_goes_from_source_to_host_and_back(
+    hello_deb: Callable[[str], Path],  # noqa: F811 - fixture imported above
+    tmp_path: Path,
+) -> None:
+    debs = {v: hello_deb(v) for v in ("1.0.0", "1.1.0", "2.0.0rc1")}
+    cli("init", str(tmp_path / "srv"))
+    config = tmp_path / "srv" / "aptship.toml"
+    base = ["--config", str(config)]
+    ci_token = cli(*base, "token", "create", "--name", "ci", "--role", "publish", "--channel", "dev").strip()
+    rm_token = cli(
+        *base, "token", "create", "--name", "release", "--role", "promote",
+        "--channel", "staging", "--channel", "prod",
+    ).strip()
+    prod_host = cli(*base, "token", "create", "--name", "web1", "--role", "read", "--channel", "prod").strip()
+    dev_host = cli(*base, "token", "create", "--name", "dev1", "--role", "read", "--channel", "dev").strip()
+
+    with start_server(config, tmp_path / "server") as server, host_root(tmp_path) as root:
+        remote = ["--server", server.url]
+        for deb in debs.values():  # CI: no storage credentials, no signing key
+            cli(*remote, "publish", "--channel", "dev", str(deb), APTSHIP_TOKEN=ci_token)
+
+        def promote(spec: str, src: str, dst: str) -> None:
+            cli(*remote, "promote", spec, "--from", src, "--to", dst, APTSHIP_TOKEN=rm_token)
+
+        promote(f"{SERVICE}=1.0.0-1", "dev", "staging")
+        promote(SERVICE, "staging", "prod")
+        configure_host(root, server.url, "prod", prod_host)
+        auth = (root / "etc/apt/auth.conf.d/aptship.conf").stat().st_mode & 0o777
+        assert auth == 0o600
+
+        in_root(root, f"apt-get update && apt-get install -y {SERVICE}")
+        assert installed_version(root) == "1.0.0-1"
+        assert in_root(root, SERVICE).stdout.strip() == "hello-service 1.0.0"
+
+        promote(f"{SERVICE}=1.1.0-1", "dev", "staging")
+        promote(SERVICE, "staging", "prod")
+        configure_host(root, server.url, "prod", prod_host)
+        in_root(root, f"apt-get update && apt-get install -y {SERVICE}")
+        assert installed_version(root) == "1.1.0-1"
+        assert in_root(root, SERVICE).stdout.strip() == "hello-service 1.1.0"
+
+        cli(*remote, "rollback", SERVICE, "--channel", "prod", APTSHIP_TOKEN=rm_token)
+        configure_host(root, server.url, "prod", prod_host)
+        in_root(root, f"apt-get update && apt-get install -y {SERVICE}")
+        assert installed_version(root) == "1.0.0-1"
+        assert in_root(root, SERVICE).stdout.strip() == "hello-service 1.0.0"
+
+        in_root(root, f"apt-get install -y {SERVICE}=1.1.0-1")
+        assert installed_version(root) == "1.1.0-1"
+
+        policy = in_root(root, f"apt-cache policy {SERVICE}").stdout
+        assert "2.0.0~rc1" not in policy, policy  # the prod host cannot see dev-only builds
+
+        in_root(root, f"apt-get purge -y {SERVICE}")
+        assert not (root / "opt/venvs" / SERVICE).exists()
+        assert not (root / "usr/bin" / SERVICE).exists()
+
+        # a dev host sees the release candidate, ordered before a 2.0.0 final
+        dev = AptEnv(tmp_path / "dev-host")
+        script = requests.get(
+            f"{server.url}/api/v1/channels/dev/setup", auth=("host", dev_host), timeout=30
+        ).text
+        subprocess.run(
+            ["sh", "-c", script], env={**os.environ, "APTSHIP_ROOT": str(dev.root)}, check=True
+        )
+        assert dev.update().returncode == 0
+        dev_policy = dev.policy(SERVICE).output
+        assert "2.0.0~rc1-1" in dev_policy, dev_policy
+        assert "Candidate: 2.0.0~rc1-1" in dev_policy
+        ordered = subprocess.run(["dpkg", "--compare-versions", "2.0.0~rc1-1", "lt", "2.0.0-1"], check=False)
+        assert ordered.returncode == 0
