@@ -11,20 +11,50 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import click
 
 from publisher.errors import AptshipError, UsageError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
     from publisher.config import Config
     from publisher.repo import Repository
 
 
+class Operations(Protocol):
+    """What both a local :class:`Repository` and a ``RemoteRepository`` offer."""
+
+    def publish(
+        self,
+        channel: str,
+        paths: Sequence[str | Path],
+        *,
+        progress: Callable[[int], None] | None = None,
+    ) -> list[dict[str, Any]]: ...
+    def promote(
+        self, package: str, version: str | None, src: str, dst: str, *, dry_run: bool = False
+    ) -> dict[str, Any]: ...
+    def promote_all(self, src: str, dst: str, *, dry_run: bool = False) -> list[dict[str, Any]]: ...
+    def rollback(self, package: str, channel: str, to: str | None = None) -> dict[str, Any]: ...
+    def remove(
+        self, package: str, version: str, channel: str, *, force: bool = False
+    ) -> dict[str, Any]: ...
+    def list_entries(self, channel: str | None = None) -> list[dict[str, Any]]: ...
+    def show(self, package: str) -> dict[str, Any]: ...
+    def diff(self, src: str, dst: str) -> list[dict[str, Any]]: ...
+    def pins(self, channel: str) -> str: ...
+    def history(
+        self, channel: str | None = None, package: str | None = None
+    ) -> list[dict[str, Any]]: ...
+
+
 class Context:
-    def __init__(self, config_path: str | None) -> None:
+    def __init__(self, config_path: str | None, server: str | None = None) -> None:
         self.config_path = config_path
+        self.server = server
         self._config: Config | None = None
         self._repo: Repository | None = None
 
@@ -38,11 +68,29 @@ class Context:
 
     @property
     def repo(self) -> Repository:
+        """The local repository; commands that need storage or the key use this."""
+        if self.server:
+            name = click.get_current_context().info_name
+            raise UsageError(f"`aptship {name}` works on a local config only, not with --server")
         if self._repo is None:
             from publisher.repo import Repository
 
             self._repo = Repository(self.config)
         return self._repo
+
+    @property
+    def ops(self) -> Operations:
+        """The repository operations: through the server's API when --server is given."""
+        if not self.server:
+            return self.repo
+        import os
+
+        from publisher.remote import RemoteRepository
+
+        token = os.environ.get("APTSHIP_TOKEN")
+        if not token:
+            raise UsageError("--server needs a token in $APTSHIP_TOKEN")
+        return RemoteRepository(self.server, token)
 
 
 pass_ctx = click.make_pass_decorator(Context)
@@ -61,11 +109,17 @@ def emit_json(data: Any) -> None:
     type=click.Path(dir_okay=False),
     help="Config file (default: $APTSHIP_CONFIG, else ./aptship.toml).",
 )
+@click.option(
+    "--server",
+    envvar="APTSHIP_SERVER",
+    metavar="URL",
+    help="Work through an aptship server's API (token in $APTSHIP_TOKEN).",
+)
 @click.version_option(package_name="aptship")
 @click.pass_context
-def cli(ctx: click.Context, config_path: str | None) -> None:
+def cli(ctx: click.Context, config_path: str | None, server: str | None) -> None:
     """aptship: a private apt repository for Python services shipped as .debs."""
-    ctx.obj = Context(config_path)
+    ctx.obj = Context(config_path, server)
 
 
 @cli.command()
@@ -99,7 +153,7 @@ def init(directory: Path, as_json: bool) -> None:
 @pass_ctx
 def publish(ctx: Context, channel: str, files: tuple[Path, ...], as_json: bool) -> None:
     """Validate FILES (.deb), store them in the pool and add them to CHANNEL."""
-    repo = ctx.repo
+    repo = ctx.ops
     show_bar = not as_json and sys.stderr.isatty() and len(files) > 1
     if show_bar:
         with click.progressbar(length=len(files), label="publishing", file=sys.stderr) as bar:
@@ -121,7 +175,7 @@ def publish(ctx: Context, channel: str, files: tuple[Path, ...], as_json: bool) 
 @pass_ctx
 def list_cmd(ctx: Context, channel: str | None, as_json: bool) -> None:
     """List every retained package version (per channel)."""
-    rows = ctx.repo.list_entries(channel)
+    rows = ctx.ops.list_entries(channel)
     if as_json:
         emit_json(rows)
         return
@@ -138,7 +192,7 @@ def list_cmd(ctx: Context, channel: str | None, as_json: bool) -> None:
 @pass_ctx
 def show(ctx: Context, package: str, as_json: bool) -> None:
     """Show a package's versions, pins and pin history in every channel."""
-    data = ctx.repo.show(package)
+    data = ctx.ops.show(package)
     if as_json:
         emit_json(data)
         return
@@ -190,10 +244,10 @@ def promote(
     if everything == bool(spec):
         raise UsageError("give either PACKAGE[=VERSION] or --all")
     if everything:
-        results = ctx.repo.promote_all(src, dst, dry_run=dry_run)
+        results = ctx.ops.promote_all(src, dst, dry_run=dry_run)
     else:
         package, version = split_spec(spec or "")
-        results = [ctx.repo.promote(package, version, src, dst, dry_run=dry_run)]
+        results = [ctx.ops.promote(package, version, src, dst, dry_run=dry_run)]
     if as_json:
         emit_json(results if everything else results[0])
         return
@@ -214,7 +268,7 @@ def promote(
 @pass_ctx
 def rollback(ctx: Context, package: str, channel: str, to: str | None, as_json: bool) -> None:
     """Move a channel's pin back to the previously pinned version (nothing is deleted)."""
-    r = ctx.repo.rollback(package, channel, to)
+    r = ctx.ops.rollback(package, channel, to)
     if as_json:
         emit_json(r)
         return
@@ -226,7 +280,7 @@ def rollback(ctx: Context, package: str, channel: str, to: str | None, as_json: 
 @pass_ctx
 def pins(ctx: Context, channel: str) -> None:
     """Print the channel's pins as an apt preferences file (Pin-Priority 1001)."""
-    click.echo(ctx.repo.pins(channel), nl=False)
+    click.echo(ctx.ops.pins(channel), nl=False)
 
 
 @cli.command()
@@ -240,7 +294,7 @@ def remove(ctx: Context, spec: str, channel: str, force: bool, as_json: bool) ->
     package, version = split_spec(spec)
     if version is None:
         raise UsageError("remove needs PACKAGE=VERSION")
-    r = ctx.repo.remove(package, version, channel, force=force)
+    r = ctx.ops.remove(package, version, channel, force=force)
     if as_json:
         emit_json(r)
         return
@@ -254,7 +308,7 @@ def remove(ctx: Context, spec: str, channel: str, force: bool, as_json: bool) ->
 @pass_ctx
 def diff(ctx: Context, src: str, dst: str, as_json: bool) -> None:
     """Compare the pins of two channels and show what `promote --all` would change."""
-    rows = ctx.repo.diff(src, dst)
+    rows = ctx.ops.diff(src, dst)
     if as_json:
         emit_json(rows)
         return
@@ -270,7 +324,7 @@ def diff(ctx: Context, src: str, dst: str, as_json: bool) -> None:
 @pass_ctx
 def history(ctx: Context, package: str | None, channel: str | None, as_json: bool) -> None:
     """The audit log: every publish, promote, rollback and remove."""
-    rows = ctx.repo.history(channel, package)
+    rows = ctx.ops.history(channel, package)
     if as_json:
         emit_json(rows)
         return
@@ -347,9 +401,10 @@ def key_export(ctx: Context, output: Path | None) -> None:
 
 def _register_subcommands() -> None:
     from publisher.cli_build import build, debianize
+    from publisher.cli_server import serve, token
 
-    cli.add_command(debianize)
-    cli.add_command(build)
+    for command in (debianize, build, token, serve):
+        cli.add_command(command)
 
 
 _register_subcommands()

@@ -27,13 +27,13 @@ import os
 import re
 import secrets
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from publisher.errors import ConfigError, NotFound, UsageError
-from publisher.state import now_iso
 
 ROLES = ("read", "publish", "promote", "admin")
 ALL_CHANNELS = "*"
@@ -194,7 +194,8 @@ class TokenStore:
         if not chans:
             raise UsageError("a token needs at least one channel (or '*' for all channels)")
         secret = secrets.token_urlsafe(32)
-        token = Token(name, digest(secret), role, chans, now_iso())
+        created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        token = Token(name, digest(secret), role, chans, created)
         with self._locked():
             current = self._read()
             if any(t.name == name for t in current):

@@ -1,0 +1,125 @@
+"""``aptship token ...`` and ``aptship serve``: server commands for the main CLI group.
+
+:mod:`publisher.cli` registers :data:`token` and :data:`serve` on its group.  They
+find the CLI's :class:`publisher.cli.Context` with ``find_object`` (imported lazily,
+so this module and ``publisher.cli`` can import each other's names without a cycle)
+and raise :mod:`publisher.errors` exceptions, which ``publisher.cli.main`` turns
+into messages and exit codes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from publisher.errors import ConfigError
+from publisher.tokens import ALL_CHANNELS, ROLES, TokenStore, open_tokens
+
+if TYPE_CHECKING:
+    from publisher.config import Config
+
+APP = "repo_server:create_app()"
+GUNICORN_CONF = Path(__file__).resolve().parent.parent / "conf" / "gunicorn.conf.py"
+
+
+def current_config() -> Config:
+    """The config of the running ``aptship`` invocation (``--config``/$APTSHIP_CONFIG)."""
+    from publisher.cli import Context
+
+    ctx = click.get_current_context().find_object(Context)
+    if ctx is None:
+        from publisher.config import load_config
+
+        return load_config()
+    return ctx.config
+
+
+def token_store() -> TokenStore:
+    return open_tokens(current_config().server.tokens_file)
+
+
+@click.group()
+def token() -> None:
+    """Create, list and revoke access tokens (stored as digests in server.tokens_file)."""
+
+
+@token.command(name="create")
+@click.option("--name", required=True, help="A unique name (shown in logs and audit).")
+@click.option(
+    "--role", required=True, type=click.Choice(ROLES), help="read < publish < promote < admin."
+)
+@click.option(
+    "--channel",
+    "channels",
+    multiple=True,
+    required=True,
+    help="Channel the token may use (repeatable; '*' = every channel).",
+)
+def token_create(name: str, role: str, channels: tuple[str, ...]) -> None:
+    """Create a token and print its secret (only on stdout, only this once)."""
+    config = current_config()
+    for channel in channels:
+        if channel != ALL_CHANNELS:
+            config.channel(channel)
+    secret = open_tokens(config.server.tokens_file).create(name, role, channels)
+    click.echo(secret)
+
+
+@token.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def token_list(as_json: bool) -> None:
+    """List tokens (names, roles, channels; never secrets)."""
+    tokens = [t.to_json() for t in token_store().list()]
+    if as_json:
+        click.echo(json.dumps(tokens, indent=2, sort_keys=True))
+        return
+    for t in tokens:
+        click.echo(
+            f"{t['name']:<24} {t['role']:<8} {','.join(t['channels']):<24} {t['created_at']}"
+        )
+
+
+@token.command(name="revoke")
+@click.argument("name")
+def token_revoke(name: str) -> None:
+    """Delete the token NAME; running servers refuse it from their next request."""
+    token_store().revoke(name)
+    click.echo(f"revoked token {name}")
+
+
+@click.command()
+@click.option(
+    "--bind", help="HOST:PORT to listen on (default: $APTSHIP_BIND, else 127.0.0.1:8080)."
+)
+@click.option("--workers", type=click.IntRange(min=1), help="Worker processes (default: 2).")
+@click.option(
+    "--gunicorn-config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="APTSHIP_GUNICORN_CONFIG",
+    help="gunicorn config file (default: conf/gunicorn.conf.py of this source tree).",
+)
+def serve(bind: str | None, workers: int | None, gunicorn_config: Path | None) -> None:
+    """Run the server (gunicorn, threaded workers) for this config."""
+    config = current_config()
+    open_tokens(config.server.tokens_file)
+    conf = (gunicorn_config or GUNICORN_CONF).absolute()
+    if not conf.is_file():
+        raise ConfigError(f"gunicorn config {conf} not found; pass --gunicorn-config PATH")
+    argv = [sys.executable, "-m", "gunicorn", "--config", str(conf)]
+    if bind:
+        argv += ["--bind", bind]
+    if workers:
+        argv += ["--workers", str(workers)]
+    argv.append(APP)
+    env = dict(os.environ, APTSHIP_CONFIG=str(config.path))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, argv, env)  # noqa: S606 - replace this process with gunicorn
+
+
+__all__ = ["serve", "token"]
