@@ -14,6 +14,7 @@ import os
 import secrets
 import socket
 import time
+from contextvars import ContextVar
 from typing import Any
 
 from publisher.errors import NotFound
@@ -22,8 +23,13 @@ from publisher.storage.base import Storage
 AUDIT_PREFIX = ".aptship/audit/"
 
 
+# Set by the server for the duration of a request (the token's name), so the audit
+# log names who asked, not the server process.  Threads and requests each get their own.
+request_actor: ContextVar[str | None] = ContextVar("aptship_request_actor", default=None)
+
+
 def current_actor() -> str:
-    actor = os.environ.get("APTSHIP_ACTOR")
+    actor = request_actor.get() or os.environ.get("APTSHIP_ACTOR")
     if actor:
         return actor
     try:

@@ -255,10 +255,11 @@ class LifecycleOps:
         return read_events(self.storage, channel=channel, package=package)
 
     def referencing_channels(self, pool_key: str) -> set[str]:
+        """Channels whose state references ``pool_key`` (one shard read per channel)."""
+        package = pool_key.rsplit("/", 1)[-1].split("_", 1)[0]
         found = set()
         for name in self.config.channels:
-            for _pkg, ps in self.states.view(name).packages():
-                if any(e.filename == pool_key for e in ps.entries):
-                    found.add(name)
-                    break
+            ps = self.states.view(name).get(package)
+            if ps is not None and any(e.filename == pool_key for e in ps.entries):
+                found.add(name)
         return found

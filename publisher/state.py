@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import json
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -31,6 +32,7 @@ from publisher.versions import sort_versions
 STATE_PREFIX = ".aptship/state"
 FORMAT = 1
 MAX_ATTEMPTS = 12
+SHARD_CACHE = 64  # immutable shard bodies kept in memory per StateStore
 T = TypeVar("T")
 
 
@@ -215,6 +217,17 @@ class ChannelState:
 class StateStore:
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
+        # Shards are content-addressed and never change, so their bytes can be kept:
+        # the render right after a commit then reads no shard it has just written.
+        self._shard_bytes: dict[str, bytes] = {}
+        self._cache_lock = threading.Lock()
+
+    def _remember(self, key: str, data: bytes) -> None:
+        with self._cache_lock:  # the server shares a repository between threads
+            self._shard_bytes.pop(key, None)
+            self._shard_bytes[key] = data
+            while len(self._shard_bytes) > SHARD_CACHE:
+                del self._shard_bytes[next(iter(self._shard_bytes))]  # oldest first
 
     def read_head(self, channel: str) -> Head:
         try:
@@ -238,10 +251,15 @@ class StateStore:
 
     def load_shard(self, channel: str, bucket: str, sha: str) -> Shard:
         key = shard_key(channel, bucket, sha)
-        data = self.storage.read_bytes(key)
-        if hashlib.sha256(data).hexdigest() != sha:
-            raise StorageError(f"state shard {key} does not match its hash; run `aptship verify`")
-        return decode_shard(data)
+        data = self._shard_bytes.get(key)
+        if data is None:
+            data = self.storage.read_bytes(key)
+            if hashlib.sha256(data).hexdigest() != sha:
+                raise StorageError(
+                    f"state shard {key} does not match its hash; run `aptship verify`"
+                )
+        self._remember(key, data)
+        return decode_shard(data)  # a fresh copy: callers modify what they load
 
     def _write_shards(self, state: ChannelState) -> dict[str, str]:
         shards = dict(state.head.shards)
@@ -255,13 +273,12 @@ class StateStore:
             if shards.get(bucket) == sha:
                 continue
             # content-addressed: an existing object already has these exact bytes
+            key = shard_key(state.channel, bucket, sha)
             with contextlib.suppress(PreconditionFailed):
                 self.storage.write_bytes(
-                    shard_key(state.channel, bucket, sha),
-                    data,
-                    create_only=True,
-                    content_type="application/json",
+                    key, data, create_only=True, content_type="application/json"
                 )
+            self._remember(key, data)
             shards[bucket] = sha
         return shards
 

@@ -22,6 +22,7 @@ from collections import OrderedDict
 
 from flask import g, request
 
+from publisher.audit import request_actor
 from publisher.errors import Forbidden, NotFound, Unauthorized
 from publisher.repo import Repository
 from publisher.tokens import Token
@@ -75,6 +76,7 @@ def current_token() -> Token:
         raise _refuse("invalid", Unauthorized("invalid or revoked token"))
     g.aptship_token = token
     g.aptship_secret = secret
+    request_actor.set(f"token:{token.name}")
     return token
 
 

@@ -7,7 +7,9 @@ writes, each atomically (temp file + ``mv``):
 * ``/etc/apt/sources.list.d/aptship-<ch>.list``: ``deb [signed-by=...] URL <ch> main``;
 * ``/etc/apt/auth.conf.d/aptship.conf`` (mode 600): ``machine ... login token
   password <the token that fetched the script>``;
-* ``/etc/apt/preferences.d/aptship-<ch>.pref``: the channel's pins (embedded).
+* ``/etc/apt/preferences.d/aptship-<ch>.pref``: the channel's pins (embedded);
+* ``/etc/apt/apt.conf.d/50aptship``: ``APT::Get::Allow-Downgrades "true"`` so that
+  ``apt-get install -y`` follows a pin down after a rollback.
 
 ``$APTSHIP_ROOT`` (default empty) prefixes every path the script writes, including
 the ``signed-by`` path, so a test or an image build can target another apt root.
@@ -40,7 +42,7 @@ set -eu
 root="${{APTSHIP_ROOT:-}}"
 umask 022
 mkdir -p "$root/etc/apt/keyrings" "$root/etc/apt/sources.list.d" \\
-    "$root/etc/apt/auth.conf.d" "$root/etc/apt/preferences.d"
+    "$root/etc/apt/auth.conf.d" "$root/etc/apt/preferences.d" "$root/etc/apt/apt.conf.d"
 
 # put MODE FILE: write stdin to FILE with MODE, atomically.
 put() {{
@@ -61,6 +63,10 @@ printf 'machine %s login token password %s\\n' '{machine}' '{token}' \\
 
 put 644 "$root/etc/apt/preferences.d/aptship-{channel}.pref" <<'{end}'
 {pins}{end}
+
+# Pins at priority 1001 may point below what is installed (a rollback); let
+# `apt-get install -y` follow them down without --allow-downgrades.
+printf 'APT::Get::Allow-Downgrades "true";\n' | put 644 "$root/etc/apt/apt.conf.d/50aptship"
 
 echo "aptship: configured channel {channel} of {url}; now run: apt-get update"
 """

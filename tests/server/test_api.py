@@ -354,3 +354,12 @@ def test_healthz_reports_broken_storage(make_env: EnvFactory) -> None:
     resp = create_app(env.config_path).test_client().get("/healthz")
     assert resp.status_code == 503 and resp.json is not None
     assert resp.json["status"] == "unavailable" and resp.json["error"]["code"] == "storage"
+
+
+def test_audit_log_names_the_token_not_the_server(
+    client: FlaskClient, env: ServerEnv, debs: DebFactory
+) -> None:
+    resp = upload(client, env, debs("hello", "3.0-1"))
+    assert resp.status_code == 201, resp.data
+    rows = env.repo().history("dev", "hello")
+    assert rows[-1]["actor"] == "token:publish"
