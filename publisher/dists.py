@@ -20,6 +20,7 @@ Nothing is ever deleted here; old ``by-hash`` files go away only through ``gc``.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -31,11 +32,12 @@ from publisher.config import ChannelConfig, Config
 from publisher.errors import NotFound, PreconditionFailed, StorageError
 from publisher.index import IndexFile, index_path, segment_text, splice
 from publisher.signing import Signer
-from publisher.state import STATE_PREFIX, Head, StateStore
+from publisher.state import STATE_PREFIX, ChannelState, Head, StateStore
 from publisher.storage.base import Storage
 
 log = logging.getLogger("aptship.dists")
 MAX_ROUNDS = 20
+KEYRING_KEY = "archive-keyring.asc"
 
 
 def record_key(channel: str) -> str:
@@ -54,6 +56,7 @@ class Record:
     release: str = ""
     release_gpg: str = ""
     inrelease: str = ""
+    keyring: str = ""  # sha256 of the public keyring published with this record
     etag: str | None = None
 
     def encode(self) -> bytes:
@@ -65,6 +68,7 @@ class Record:
                 "release": self.release,
                 "release_gpg": self.release_gpg,
                 "inrelease": self.inrelease,
+                "keyring": self.keyring,
             },
             sort_keys=True,
         ).encode()
@@ -79,6 +83,7 @@ class Record:
             release=raw["release"],
             release_gpg=raw["release_gpg"],
             inrelease=raw["inrelease"],
+            keyring=str(raw.get("keyring", "")),
             etag=etag,
         )
 
@@ -97,32 +102,47 @@ def read_record(storage: Storage, channel: str) -> Record:
 
 
 class DistWriter:
-    def __init__(self, config: Config, storage: Storage, signer: Signer) -> None:
+    def __init__(
+        self, config: Config, storage: Storage, signer: Signer, states: StateStore | None = None
+    ) -> None:
         self.config = config
         self.storage = storage
         self.signer = signer
-        self.states = StateStore(storage)
+        self.states = states if states is not None else StateStore(storage)
 
     # -- public ------------------------------------------------------------------
-    def publish(self, channel: str, *, force: bool = False) -> int:
-        """Make ``dists/<channel>`` show the newest committed state; return its generation."""
+    def publish(self, channel: str, *, force: bool = False, head: Head | None = None) -> int:
+        """Make ``dists/<channel>`` show the newest state (at least ``head``); return the
+        generation it shows.
+
+        ``head``: the head the caller has just committed (saves reading it again).
+
+        A generation that another writer commits while we render is that writer's to
+        render: every commit is followed by its committer's own render, and published
+        records only move forward (compare-and-swap), so once ``dists/`` shows our
+        generation or a newer one we are done.  Chasing every newer commit instead made
+        each of N concurrent publishers render about N times, and under a steady stream
+        of commits fail after MAX_ROUNDS although its own change was published.  A
+        committer that dies before rendering leaves its generation to the next publish
+        or to ``aptship reindex`` (``aptship verify`` reports it).
+        """
+        known = head
+        target = head.generation if head is not None else None
         for _round in range(MAX_ROUNDS):
-            head = self.states.read_head(channel)
+            head = known if known is not None else self.states.read_head(channel)
+            known = None
+            target = head.generation if target is None else target
             record = read_record(self.storage, channel)
-            if record.generation >= head.generation and not force and record.files:
+            if record.generation >= target and not force and record.files:
                 self._ensure_written(channel, record)
-                if self.states.read_head(channel).generation == head.generation:
-                    return record.generation
-                continue
+                return record.generation
             try:
                 new, payloads = self._render(channel, head, record, full=force or not record.files)
             except PreconditionFailed:
                 continue  # another renderer swapped the record first: start over
             self._write_plain(channel, new, record, payloads)
             self._settle(channel, new)
-            force = False
-            if self.states.read_head(channel).generation == head.generation:
-                return head.generation
+            return head.generation
         raise StorageError(f"channel {channel!r} kept changing while rendering; try again")
 
     # -- rendering ---------------------------------------------------------------
@@ -130,20 +150,56 @@ class DistWriter:
         self, channel: str, head: Head, old: Record, *, full: bool
     ) -> tuple[Record, dict[str, bytes]]:
         chan = self.config.channel(channel)
-        paths = [
-            (arch, fmt, index_path(arch, fmt))
-            for arch in chan.architectures
-            for fmt in self.config.index_formats
-        ]
-        bases: dict[str, list[codecs.Part]] = {}
+        view = ChannelState(self.states, head)  # render exactly the generation that was read
+        built = None
         if not full:
             try:
-                bases = {p: self._base_parts(channel, fmt, old.files[p]) for _, fmt, p in paths}
+                built = self._build(chan, view, old, full=False)
             except (KeyError, NotFound, ValueError):
                 log.info("channel %s: previous indexes unusable, rendering in full", channel)
-                full = True
-        view = self.states.view(channel)
-        view.head = head  # render exactly the generation that was read
+        new, payloads = built or self._build(chan, view, old, full=True)
+        for path, data in payloads.items():
+            for by_hash in new.files[path].by_hash():
+                # content-addressed: an existing object already has these exact bytes
+                with contextlib.suppress(PreconditionFailed):
+                    self.storage.write_bytes(dists_key(channel, by_hash), data, create_only=True)
+        public = self.signer.export_public()
+        new.keyring = hashlib.sha256(public).hexdigest()
+        if full or built is None or new.keyring != old.keyring:
+            self._ensure_keyring(public)
+        self._sign(chan, new)
+        new.etag = self.storage.write_bytes(
+            record_key(channel),
+            new.encode(),
+            create_only=old.etag is None,
+            if_match=old.etag,
+            content_type="application/json",
+        )
+        return new, payloads
+
+    def _ensure_keyring(self, public: bytes) -> None:
+        """Publish the public key apt checks the signatures with (before the Release)."""
+        try:
+            if self.storage.read_bytes(KEYRING_KEY) == public:
+                return
+        except NotFound:
+            pass
+        self.storage.write_bytes(KEYRING_KEY, public, content_type="application/pgp-keys")
+
+    def ensure_keyring(self) -> None:
+        self._ensure_keyring(self.signer.export_public())
+
+    def _build(
+        self, chan: ChannelConfig, view: ChannelState, old: Record, *, full: bool
+    ) -> tuple[Record, dict[str, bytes]]:
+        """The new record's index files and the bytes of those that changed.
+
+        Incremental (not ``full``): only the buckets whose shard changed are
+        rendered, and a previous index file is read back only when one of them has
+        (or had) entries in it.  Raises KeyError/NotFound/ValueError when the
+        previous files cannot be reused.
+        """
+        head = view.head
         if full:
             changed = set(head.shards)
         else:
@@ -159,7 +215,14 @@ class DistWriter:
             texts = {b: segment_text(es, arch) for b, es in entries.items()}
             for fmt in self.config.index_formats:
                 path = index_path(arch, fmt)
-                parts = bases.get(path, [])
+                parts: list[codecs.Part] = []
+                if not full:
+                    prev = old.files[path]
+                    present = {str(row[0]) for row in prev.layout}
+                    if not any(text or b in present for b, text in texts.items()):
+                        new.files[path] = prev  # no changed bucket has entries in this file
+                        continue
+                    parts = self._base_parts(view.channel, fmt, prev)
                 merged = splice(
                     parts, {b: codecs.make_part(fmt, b, t) if t else None for b, t in texts.items()}
                 )
@@ -169,19 +232,6 @@ class DistWriter:
                 info, data = IndexFile.build(path, fmt, merged)
                 new.files[path] = info
                 payloads[path] = data
-        for path, data in payloads.items():
-            for by_hash in new.files[path].by_hash():
-                # content-addressed: an existing object already has these exact bytes
-                with contextlib.suppress(PreconditionFailed):
-                    self.storage.write_bytes(dists_key(channel, by_hash), data, create_only=True)
-        self._sign(chan, new)
-        new.etag = self.storage.write_bytes(
-            record_key(channel),
-            new.encode(),
-            create_only=old.etag is None,
-            if_match=old.etag,
-            content_type="application/json",
-        )
         return new, payloads
 
     def _base_parts(self, channel: str, fmt: str, info: IndexFile) -> list[codecs.Part]:
