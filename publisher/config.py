@@ -89,11 +89,37 @@ class ServerConfig:
 
 
 @dataclass(frozen=True)
+class AptlyConfig:
+    url: str
+    username: str | None = None
+    password_env: str | None = None
+    publish_prefix: str = "."
+    repo_prefix: str = "aptship-"
+    gpg_key: str | None = None
+    gpg_keyring: str | None = None
+    gpg_secret_keyring: str | None = None
+    passphrase_file: Path | None = None
+    timeout: float = 60.0
+    public_dir: Path | None = None
+
+    def password(self) -> str:
+        """The basic-auth password for aptly's API, from the environment at use time."""
+        if not self.password_env:
+            raise ConfigError("aptly.username needs aptly.password_env (a variable name)")
+        value = os.environ.get(self.password_env)
+        if value is None:
+            raise ConfigError(f"aptly.password_env names ${self.password_env}, which is not set")
+        return value
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     origin: str = "aptship"
     label: str = "aptship"
     index_formats: tuple[str, ...] = INDEX_FORMATS
+    engine: str = "native"
+    aptly: AptlyConfig | None = None
     storage: StorageConfig = field(default_factory=StorageConfig)
     signing: SigningConfig = field(default_factory=SigningConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -218,6 +244,32 @@ def _server(sec: _Section) -> ServerConfig:
     return cfg
 
 
+def _aptly(sec: _Section) -> AptlyConfig:
+    url = sec.get("url", str, None)
+    if not url or not url.startswith(("http://", "https://")):
+        raise sec.fail("url", "is required: the aptly API base URL (http://host:port)")
+    timeout = sec.get("timeout", (int, float), 60.0)
+    if timeout <= 0:
+        raise sec.fail("timeout", "must be positive")
+    if "password" in sec.data:
+        raise sec.fail("password", "is not allowed: name an environment variable (password_env)")
+    cfg = AptlyConfig(
+        url=url,
+        username=sec.get("username", str, None),
+        password_env=sec.get("password_env", str, None),
+        publish_prefix=sec.get("publish_prefix", str, "."),
+        repo_prefix=sec.get("repo_prefix", str, "aptship-"),
+        gpg_key=sec.get("gpg_key", str, None),
+        gpg_keyring=sec.get("gpg_keyring", str, None),
+        gpg_secret_keyring=sec.get("gpg_secret_keyring", str, None),
+        passphrase_file=sec.path_value("passphrase_file"),
+        timeout=float(timeout),
+        public_dir=sec.path_value("public_dir"),
+    )
+    sec.finish()
+    return cfg
+
+
 def _channel(name: str, sec: _Section) -> ChannelConfig:
     if not _NAME_RE.match(name):
         raise ConfigError(f"{sec.path}: channel name {name!r} must match {_NAME_RE.pattern}")
@@ -269,6 +321,9 @@ def parse_config(data: dict[str, Any], cfg_path: Path) -> Config:
     origin = repo.get("origin", str, "aptship")
     label = repo.get("label", str, origin)
     formats = repo.strings("index_formats", INDEX_FORMATS)
+    engine = repo.get("engine", str, "native")
+    if engine not in ("native", "aptly"):
+        raise repo.fail("engine", f"must be 'native' or 'aptly', not {engine!r}")
     if not formats or any(f not in INDEX_FORMATS for f in formats):
         raise repo.fail("index_formats", f"must be a non-empty subset of {list(INDEX_FORMATS)}")
     repo.finish()
@@ -279,6 +334,9 @@ def parse_config(data: dict[str, Any], cfg_path: Path) -> Config:
         raise ConfigError(f"{cfg_path}: missing [signing] table")
     signing = _signing(_Section(top.get("signing", dict), "signing", cfg_path))
     server = _server(_Section(top.get("server", dict, {}), "server", cfg_path))
+    aptly = _aptly(_Section(top.get("aptly", dict), "aptly", cfg_path)) if "aptly" in data else None
+    if engine == "aptly" and aptly is None:
+        raise ConfigError(f"{cfg_path}: repository.engine = 'aptly' needs an [aptly] table")
     chans_raw = top.get("channels", dict, {})
     channels = {
         name: _channel(name, _Section(body, f"channels.{name}", cfg_path))
@@ -299,6 +357,8 @@ def parse_config(data: dict[str, Any], cfg_path: Path) -> Config:
         origin=origin,
         label=label,
         index_formats=tuple(f for f in INDEX_FORMATS if f in formats),
+        engine=engine,
+        aptly=aptly,
         storage=storage,
         signing=signing,
         server=server,

@@ -42,7 +42,9 @@ def collect(repo: Repository, *, grace: float, dry_run: bool) -> list[str]:
         for info in record.files.values():
             keep.update(f"dists/{name}/{p}" for p in info.by_hash())
     candidates = []
-    for prefix in ("pool/", "dists/", f"{STATE_PREFIX}/"):
+    # With the aptly engine, pool/ and dists/ are aptly's (`aptly db cleanup`).
+    prefixes = ("pool/", "dists/") if repo.config.engine == "native" else ()
+    for prefix in (*prefixes, f"{STATE_PREFIX}/"):
         for obj in repo.storage.list(prefix):
             if obj.key in keep or obj.mtime > cutoff:
                 continue

@@ -6,19 +6,22 @@ into the target channel, pins them there, and re-renders only the target.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from publisher.audit import current_actor, read_events, record_event
 from publisher.errors import ImmutableConflict, NotFound, PolicyViolation
 from publisher.pins import apply_retention, preferences, rollback_pin, set_pin
-from publisher.state import ChannelState, Entry
+from publisher.state import ChannelState, Entry, Head
 from publisher.versions import newest
 
 if TYPE_CHECKING:
     from publisher.config import Config
     from publisher.state import StateStore
     from publisher.storage import Storage
+
+
+T = TypeVar("T")
 
 
 class LifecycleOps:
@@ -31,6 +34,10 @@ class LifecycleOps:
     if TYPE_CHECKING:
 
         def render(self, channel: str, *, force: bool = False) -> int: ...
+
+        def commit(
+            self, channel: str, change: Callable[[ChannelState], T]
+        ) -> tuple[T, Head, bool]: ...
 
     # -- promote ------------------------------------------------------------------
     def _promotion_plan(
@@ -118,7 +125,7 @@ class LifecycleOps:
 
         if dry_run:
             return change(self.states.view(dst))[0]
-        (results, changes), _head, changed = self.states.update(dst, change)
+        (results, changes), _head, changed = self.commit(dst, change)
         if changed:
             record_event(self.storage, action="promote", channel=dst, changes=changes, actor=actor)
             self.render(dst)
@@ -148,7 +155,7 @@ class LifecycleOps:
             new = rollback_pin(ps, package, to, actor)
             return {"package": package, "channel": channel, "old_pin": old, "new_pin": new}
 
-        result, _head, _changed = self.states.update(channel, change)
+        result, _head, _changed = self.commit(channel, change)
         record_event(
             self.storage,
             action="rollback",
@@ -196,7 +203,7 @@ class LifecycleOps:
                 "new_pin": ps.pin,
             }
 
-        result, _head, _changed = self.states.update(channel, change)
+        result, _head, _changed = self.commit(channel, change)
         record_event(
             self.storage,
             action="remove",

@@ -11,23 +11,26 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from debian.debian_support import Version
 
 from publisher.audit import current_actor, record_event
 from publisher.config import ChannelConfig, Config
-from publisher.debfile import DebInfo, hash_file, hash_stream, inspect_deb
+from publisher.debfile import inspect_deb
 from publisher.dists import KEYRING_KEY as KEYRING_KEY  # re-exported: tests and server use it
 from publisher.dists import DistWriter
-from publisher.errors import ImmutableConflict, InvalidPackage, NotFound, PreconditionFailed
+from publisher.engines import Engine
+from publisher.engines.native import NativeEngine
+from publisher.errors import ImmutableConflict, InvalidPackage, NotFound
 from publisher.lifecycle import LifecycleOps
 from publisher.pins import apply_retention, set_pin
 from publisher.signing import Signer
-from publisher.state import ChannelState, Entry, Head, PackageState, StateStore, now_iso
+from publisher.state import ChannelState, Entry, Head, PackageState, StateStore
 from publisher.storage import Storage, open_storage
 from publisher.versions import newest
 
+T = TypeVar("T")
 Progress = Callable[[int], None]
 
 
@@ -66,14 +69,6 @@ def entry_json(entry: Entry, channel: str, pin: str | None) -> dict[str, Any]:
     }
 
 
-def _pool_conflict(info: DebInfo) -> ImmutableConflict:
-    return ImmutableConflict(
-        f"{info.path.name}: {info.package} {info.version} ({info.architecture}) is "
-        f"already published as {info.pool_key} with different content; publish a new "
-        "version instead (published packages are immutable)"
-    )
-
-
 class Repository(LifecycleOps):
     def __init__(self, config: Config, storage: Storage | None = None) -> None:
         self.config = config
@@ -85,68 +80,31 @@ class Repository(LifecycleOps):
         return Signer(self.config.signing)
 
     @cached_property
+    def engine(self) -> Engine:
+        if self.config.engine == "aptly":
+            from publisher.engines.aptly import AptlyEngine
+
+            return AptlyEngine(self.config, self.states, current_actor)
+        return NativeEngine(self.storage, self.dists)
+
+    @property
+    def serving(self) -> Storage:
+        """Where apt's files (dists/, pool/) live: the engine's tree."""
+        return self.engine.serving
+
+    def commit(self, channel: str, change: Callable[[ChannelState], T]) -> tuple[T, Head, bool]:
+        """Commit a state change; the engine mirrors it first (a failure changes nothing)."""
+
+        def mirror(state: ChannelState) -> None:
+            added, removed = state.entry_changes()
+            self.engine.apply(channel, added, removed)
+
+        hook = None if isinstance(self.engine, NativeEngine) else mirror
+        return self.states.update(channel, change, before_commit=hook)
+
+    @cached_property
     def dists(self) -> DistWriter:
         return DistWriter(self.config, self.storage, self.signer, self.states)
-
-    # -- pool ---------------------------------------------------------------------
-    def _stored_sha256(self, key: str) -> str:
-        with self.storage.open_read(key) as fh:
-            return hash_stream(fh, ("sha256",))["sha256"]
-
-    def _check_against_pool(self, infos: Sequence[DebInfo]) -> dict[str, dict[str, str]]:
-        """Refuse a batch that would change an existing pool file.  Returns known hashes."""
-        known: dict[str, dict[str, str]] = {}
-        by_key: dict[str, DebInfo] = {}
-        for info in infos:
-            key = info.pool_key
-            # A single file needs no look-up: its create-only write refuses to replace
-            # an existing pool file, and _store then compares the content.
-            if key in by_key or (len(infos) > 1 and self.storage.exists(key)):
-                hashes = known.get(str(info.path)) or hash_file(info.path)
-                known[str(info.path)] = hashes
-                first = by_key.get(key)
-                if first is not None:
-                    other = known.get(str(first.path)) or hash_file(first.path)
-                    known[str(first.path)] = other
-                    theirs = other["sha256"]
-                else:
-                    theirs = self._stored_sha256(key)
-                if theirs != hashes["sha256"]:
-                    raise _pool_conflict(info)
-            by_key.setdefault(key, info)
-        return known
-
-    def _store(self, info: DebInfo, known: dict[str, str] | None) -> Entry:
-        key = info.pool_key
-        if known is None:
-            try:
-                with info.path.open("rb") as fh:
-                    put = self.storage.write_stream(
-                        key,
-                        fh,
-                        create_only=True,
-                        content_type="application/vnd.debian.binary-package",
-                    )
-                hashes, size = put.hashes, put.size
-            except PreconditionFailed:
-                hashes, size = hash_file(info.path), info.size
-                if self._stored_sha256(key) != hashes["sha256"]:
-                    raise _pool_conflict(info) from None
-        else:
-            hashes, size = known, info.size
-        return Entry(
-            package=info.package,
-            version=info.version,
-            architecture=info.architecture,
-            filename=key,
-            size=size,
-            md5=hashes["md5"],
-            sha1=hashes["sha1"],
-            sha256=hashes["sha256"],
-            control=info.control,
-            published_at=now_iso(),
-            published_by=current_actor(),
-        )
 
     # -- publish --------------------------------------------------------------------
     def publish(
@@ -167,12 +125,7 @@ class Repository(LifecycleOps):
                     f"{info.path.name}: architecture {info.architecture!r} is not carried by "
                     f"channel {channel!r} (architectures: {', '.join(chan.architectures)}, all)"
                 )
-        known = self._check_against_pool(infos)
-        entries: list[Entry] = []
-        for info in infos:
-            entries.append(self._store(info, known.get(str(info.path))))
-            if progress:
-                progress(1)
+        entries = self.engine.prepare(infos, progress)
         return [r.to_json() for r in self.add_entries(chan, entries, action="publish")]
 
     def add_entries(
@@ -236,7 +189,7 @@ class Repository(LifecycleOps):
                 r.pinned = r.entry.version == touched[r.entry.package].pin
             return results, changes
 
-        (results, changes), _head, changed = self.states.update(chan.name, change)
+        (results, changes), _head, changed = self.commit(chan.name, change)
         if changed:
             record_event(
                 self.storage, action=action, channel=chan.name, changes=changes, actor=actor
@@ -250,7 +203,10 @@ class Repository(LifecycleOps):
 
         The public keyring is published by the renderer, before the Release it checks.
         """
-        return self.dists.publish(channel, force=force, head=head)
+        if isinstance(self.engine, NativeEngine):
+            return self.engine.render(channel, force=force, head=head)
+        self.ensure_keyring()
+        return self.engine.render(channel, force=force)
 
     def reindex(self, channels: Iterable[str] | None = None) -> dict[str, int]:
         names = list(channels) if channels else list(self.config.channels)

@@ -209,6 +209,26 @@ class ChannelState:
                 if shard[name].entries:
                     yield name, shard[name]
 
+    def entry_changes(self) -> tuple[list[Entry], list[Entry]]:
+        """Entries added and removed in the touched buckets, against the head as read."""
+        added: list[Entry] = []
+        removed: list[Entry] = []
+        for bucket in sorted(self.dirty):
+            sha = self.head.shards.get(bucket)
+            before = self.store.load_shard(self.channel, bucket, sha) if sha else {}
+
+            def keys(shard: Shard) -> dict[tuple[str, str, str, str], Entry]:
+                return {
+                    (e.package, e.version, e.architecture, e.sha256): e
+                    for ps in shard.values()
+                    for e in ps.entries
+                }
+
+            old, new = keys(before), keys(self.shard(bucket))
+            added += [e for k, e in new.items() if k not in old]
+            removed += [e for k, e in old.items() if k not in new]
+        return added, removed
+
     def bucket_entries(self, bucket: str) -> list[Entry]:
         shard = self.shard(bucket)
         return [e for name in sorted(shard) for e in shard[name].entries]
@@ -282,7 +302,13 @@ class StateStore:
             shards[bucket] = sha
         return shards
 
-    def update(self, channel: str, change: Callable[[ChannelState], T]) -> tuple[T, Head, bool]:
+    def update(
+        self,
+        channel: str,
+        change: Callable[[ChannelState], T],
+        *,
+        before_commit: Callable[[ChannelState], None] | None = None,
+    ) -> tuple[T, Head, bool]:
         """Apply ``change`` to the newest state and commit it with compare-and-swap.
 
         ``change`` may run several times (once per attempt) and must derive
@@ -294,6 +320,8 @@ class StateStore:
         for _attempt in range(MAX_ATTEMPTS):
             state = self.view(channel)
             result = change(state)
+            if before_commit is not None:
+                before_commit(state)
             shards = self._write_shards(state)
             if shards == state.head.shards:
                 return result, state.head, False

@@ -24,7 +24,7 @@ CHUNK = 1024 * 1024
 
 def _digest(repo: Repository, key: str, name: str) -> str:
     h = hashlib.new(name)
-    with repo.storage.open_read(key) as fh:
+    with repo.serving.open_read(key) as fh:
         while chunk := fh.read(CHUNK):
             h.update(chunk)
     return h.hexdigest()
@@ -44,10 +44,10 @@ def _release_files(release: bytes) -> dict[str, dict[str, tuple[str, int]]]:
 
 def verify_channel(repo: Repository, channel: str, *, fast: bool) -> list[str]:
     problems: list[str] = []
-    storage = repo.storage
+    storage = repo.serving  # dists/ and pool/ as apt sees them (aptly's tree with aptly)
     where = f"dists/{channel}"
     try:
-        keyring = storage.read_bytes("archive-keyring.asc")
+        keyring = repo.storage.read_bytes("archive-keyring.asc")
     except NotFound:
         return [f"{channel}: archive-keyring.asc is missing; run `aptship reindex`"]
     if repo.states.read_head(channel).etag is None and not storage.exists(
@@ -94,8 +94,10 @@ def verify_channel(repo: Repository, channel: str, *, fast: bool) -> list[str]:
             except NotFound:
                 problems.append(f"{by_hash}: missing (apt fetches indexes by hash)")
     head = repo.states.read_head(channel)
-    record = read_record(storage, channel)
-    if record.generation < head.generation:
+    record = read_record(repo.storage, channel)
+    if repo.config.engine != "native":
+        pass  # aptly publishes from its own database: there is no record to compare
+    elif record.generation < head.generation:
         problems.append(
             f"{channel}: state generation {head.generation} is not published "
             f"(dists/ shows {record.generation}); run `aptship reindex --channel {channel}`"

@@ -121,9 +121,13 @@ def _remote(storage: Storage, key: str) -> Response:
     return _respond([data], key, len(data), read_etag.strip('"'), mtime)
 
 
-def serve(key: str) -> Response:
-    """Stream one stored object with conditional and range support."""
-    storage = server_state().repo.storage
+def serve(key: str, storage: Storage | None = None) -> Response:
+    """Stream one stored object with conditional and range support.
+
+    ``storage``: where the object lives; by default the engine's tree (aptship's own
+    storage, or aptly's published directory with the aptly engine).
+    """
+    storage = storage if storage is not None else server_state().repo.serving
     path = storage.local_path(check_key(key))
     return _local(path, key) if path is not None else _remote(storage, key)
 
@@ -131,7 +135,7 @@ def serve(key: str) -> Response:
 @bp.get("/archive-keyring.asc")
 def keyring() -> Response:
     current_token()
-    return serve(KEYRING_KEY)
+    return serve(KEYRING_KEY, server_state().repo.storage)
 
 
 @bp.get("/dists/<channel>/<path:rest>")
@@ -146,7 +150,7 @@ def pool(rest: str) -> Response:
     key = check_key(f"pool/{rest}")
     check_pool_access(key)
     state = server_state()
-    presign = getattr(state.repo.storage, "presigned_url", None)
+    presign = getattr(state.repo.serving, "presigned_url", None)
     if state.config.server.pool_redirect and presign is not None:
         return redirect(presign(key, PRESIGN_SECONDS), 302)
     return serve(key)
