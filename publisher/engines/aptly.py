@@ -20,6 +20,8 @@ state is unchanged.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import secrets
 import time
@@ -56,6 +58,44 @@ CHUNK = 1024 * 1024
 
 def _query(entry_package: str, version: str, arch: str) -> str:
     return f"Name (= {entry_package}), $Version (= {version}), $Architecture (= {arch})"
+
+
+class _MultipartFile:
+    """A ``multipart/form-data`` body with one file part, read from disk in chunks.
+
+    It has a length, so requests sends a Content-Length instead of chunked encoding
+    (aptly's files API does not take chunked multipart bodies).
+    """
+
+    def __init__(self, name: str, path: Path) -> None:
+        boundary = uuid.uuid4().hex
+        self.content_type = f"multipart/form-data; boundary={boundary}"
+        self._head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+            f'filename="{name}"\r\nContent-Type: application/octet-stream\r\n\r\n'
+        ).encode()
+        self._tail = f"\r\n--{boundary}--\r\n".encode()
+        self._path = path
+        self._parts: list[Any] = []
+
+    def __len__(self) -> int:
+        return len(self._head) + self._path.stat().st_size + len(self._tail)
+
+    @contextlib.contextmanager
+    def open(self) -> Iterator[None]:
+        with self._path.open("rb") as fh:
+            self._parts = [io.BytesIO(self._head), fh, io.BytesIO(self._tail)]
+            yield
+
+    def read(self, size: int = -1) -> bytes:
+        out = b""
+        while self._parts and (size < 0 or len(out) < size):
+            chunk = self._parts[0].read(CHUNK if size < 0 else size - len(out))
+            if chunk:
+                out += chunk
+            else:
+                self._parts.pop(0)
+        return out
 
 
 class AptlyEngine:
@@ -218,33 +258,17 @@ class AptlyEngine:
 
     def _upload(self, folder: str, name: str, path: Path) -> None:
         """Stream one file to aptly's files API (multipart, never the whole file in memory)."""
-        boundary = uuid.uuid4().hex
-        head = (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
-            f'filename="{name}"\r\nContent-Type: application/octet-stream\r\n\r\n'
-        ).encode()
-        tail = f"\r\n--{boundary}--\r\n".encode()
-
-        def body() -> Iterator[bytes]:
-            yield head
-            with path.open("rb") as fh:
-                while chunk := fh.read(CHUNK):
-                    yield chunk
-            yield tail
-
-        size = len(head) + path.stat().st_size + len(tail)
+        body = _MultipartFile(name, path)
 
         def send() -> None:
-            resp = requests.post(
-                f"{self.cfg.url.rstrip('/')}/api/files/{folder}",
-                data=body(),
-                headers={
-                    "Content-Type": f"multipart/form-data; boundary={boundary}",
-                    "Content-Length": str(size),
-                },
-                auth=(self.cfg.username, self.cfg.password()) if self.cfg.username else None,
-                timeout=self.cfg.timeout,
-            )
+            with body.open():
+                resp = requests.post(
+                    f"{self.cfg.url.rstrip('/')}/api/files/{folder}",
+                    data=body,
+                    headers={"Content-Type": body.content_type},
+                    auth=(self.cfg.username, self.cfg.password()) if self.cfg.username else None,
+                    timeout=self.cfg.timeout,
+                )
             if resp.status_code >= 400:
                 from aptly_api.base import AptlyAPIException
 
