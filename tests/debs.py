@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -42,6 +43,8 @@ def build_deb(
         ["dpkg-deb", "--root-owner-group", f"-Z{compression}", "--build", str(root), str(out)],
         check=True,
         capture_output=True,
+        # reproducible: the same content gives the same bytes, whenever it is built
+        env={**os.environ, "SOURCE_DATE_EPOCH": "1700000000"},
     )
     return out
 

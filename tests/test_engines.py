@@ -13,6 +13,7 @@ from publisher.config import parse_config
 from publisher.errors import ImmutableConflict, PolicyViolation, StorageError
 from publisher.repo import Repository
 from publisher.tokens import TokenStore
+from publisher.verify import verify
 from tests.aptenv import AptEnv
 from tests.aptlyserver import AptlyServer, aptly_server  # noqa: F401 - fixture
 from tests.conftest import config_dict, snapshot
@@ -95,12 +96,14 @@ def test_publish_list_and_immutability(
     make_engine_repo: Callable[..., Repository], debs: Callable[..., Path], tmp_path: Path
 ) -> None:
     repo = make_engine_repo()
-    repo.publish("dev", [debs("app", "1.0-1"), debs("app", "1:2.0-1")])
+    first = debs("app", "1.0-1")
+    repo.publish("dev", [first, debs("app", "1:2.0-1")])
     rows = repo.list_entries("dev")
     assert [(r["version"], r["pinned"]) for r in rows] == [("1.0-1", False), ("1:2.0-1", True)]
     assert engine_versions(repo, "dev", "app") == ["1.0-1", "1:2.0-1"]
     assert published_versions(repo, "dev", "app") == ["1.0-1", "1:2.0-1"]
-    assert repo.publish("dev", [debs("app", "1.0-1")])[0]["status"] == "unchanged"
+    assert verify(repo, channels=["dev"]) == []
+    assert repo.publish("dev", [first])[0]["status"] == "unchanged"
     before = snapshot(tmp_path / "state")
     with pytest.raises(ImmutableConflict):
         repo.publish("dev", [debs("app", "1.0-1", payload="other bytes")])
