@@ -1,0 +1,104 @@
+"""The CLI end to end on the embedded default: `aptship init`, then every command."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from publisher.cli import main
+
+
+class Cli:
+    def __init__(self, capsys: pytest.CaptureFixture[str], config: Path) -> None:
+        self.capsys = capsys
+        self.config = config
+
+    def __call__(self, *args: str, code: int = 0) -> str:
+        with pytest.raises(SystemExit) as exc:
+            main(["--config", str(self.config), *args])
+        out, err = self.capsys.readouterr()
+        assert exc.value.code == code, (args, out, err)
+        return out if code == 0 else err
+
+    def json(self, *args: str) -> object:
+        return json.loads(self(*args, "--json"))
+
+
+@pytest.fixture
+def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Cli:
+    with pytest.raises(SystemExit) as exc:
+        main(["init", str(tmp_path / "srv")])
+    assert exc.value.code == 0
+    out, _ = capsys.readouterr()
+    assert "wrote" in out
+    return Cli(capsys, tmp_path / "srv" / "aptship.toml")
+
+
+def test_init_refuses_to_overwrite(cli: Cli, tmp_path: Path) -> None:
+    err = cli("init", str(tmp_path / "srv"), code=2)
+    assert "already exists" in err
+
+
+def test_every_command(cli: Cli, debs: Callable[..., Path], tmp_path: Path) -> None:
+    first = cli.json("publish", "--channel", "dev", str(debs("app", "1.0-1")))
+    assert isinstance(first, list) and first[0]["pinned"] is True
+    batch = cli.json(
+        "publish", "--channel", "dev", str(debs("app", "1.0-1")), str(debs("app", "1.1-1"))
+    )
+    assert isinstance(batch, list)
+    assert [(r["version"], r["status"], r["pinned"]) for r in batch] == [
+        ("1.0-1", "unchanged", False),
+        ("1.1-1", "added", True),
+    ]
+    rows = cli.json("list", "--channel", "dev")
+    assert isinstance(rows, list) and len(rows) == 2
+    assert {"package", "version", "architecture", "channel", "pinned"} <= set(rows[0])
+    shown = cli.json("show", "app")
+    assert isinstance(shown, dict) and shown["channels"]["dev"]["pin"] == "1.1-1"
+    plan = cli("promote", "app", "--from", "dev", "--to", "staging", "--dry-run")
+    assert plan.startswith("planned: app 1.1-1 dev -> staging")
+    assert cli.json("list", "--channel", "staging") == []
+    assert "promoted" in cli("promote", "app=1.0-1", "--from", "dev", "--to", "staging")
+    train = cli.json("promote", "--all", "--from", "staging", "--to", "prod")
+    assert isinstance(train, list) and train[0]["new_pin"] == "1.0-1"
+    assert "does not promote from 'dev'" in cli(
+        "promote", "app", "--from", "dev", "--to", "prod", code=5
+    )
+    assert "either PACKAGE" in cli("promote", "--from", "dev", "--to", "staging", code=2)
+    diff = cli.json("diff", "dev", "staging")
+    assert diff == [
+        {"package": "app", "dev": "1.1-1", "staging": "1.0-1", "action": "promote 1.1-1"}
+    ]
+    assert "Pin: version 1.0-1" in cli("pins", "--channel", "prod")
+    assert "rolled back app in dev: 1.1-1 -> 1.0-1" in cli("rollback", "app", "--channel", "dev")
+    assert "nothing to roll back to" in cli("rollback", "app", "--channel", "dev", code=5)
+    assert "pinned" in cli("remove", "app=1.0-1", "--channel", "dev", code=5)
+    assert "removed app 1.1-1" in cli("remove", "app=1.1-1", "--channel", "dev")
+    assert "unknown channel" in cli("list", "--channel", "nope", code=4)
+    history = cli.json("history")
+    assert isinstance(history, list)
+    actions = [h["action"] for h in history]
+    assert actions == ["publish", "publish", "promote", "promote", "rollback", "remove"]
+    assert "reindexed dev" in cli("reindex", "--channel", "dev")
+    assert "repository is healthy" in cli("verify")
+    assert "BEGIN PGP PUBLIC KEY BLOCK" in cli("key", "export")
+    gc = cli.json("gc", "--dry-run", "--grace", "0")
+    assert isinstance(gc, dict) and gc["dry_run"] is True
+    # 1.1-1 was removed from dev and never promoted: unreferenced, so a candidate
+    pool = [k for k in gc["deleted"] if k.startswith("pool/")]
+    assert pool == ["pool/main/a/app/app_1.1-1_amd64.deb"]
+    assert all("/by-hash/" in k or "/shards/" in k for k in gc["deleted"] if k not in pool)
+    assert (cli.config.parent / "repo" / pool[0]).exists()  # dry run: nothing deleted
+    assert "invalid duration" in cli("gc", "--grace", "soon", code=2)
+
+
+def test_local_only_commands_refuse_server_mode(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APTSHIP_SERVER", "http://127.0.0.1:9")
+    assert "works on a local config only" in cli("verify", code=2)
+    monkeypatch.delenv("APTSHIP_TOKEN", raising=False)
+    assert "needs a token" in cli("list", code=2)
+    monkeypatch.setenv("APTSHIP_TOKEN", "x")
+    assert "127.0.0.1:9" in cli("list", code=7)
