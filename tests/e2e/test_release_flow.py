@@ -46,7 +46,9 @@ def installed_version(root: Path) -> str:
 
 def configure_host(root: Path, url: str, channel: str, token: str) -> None:
     """Run the server's setup script inside the host root (idempotent: also a refresh)."""
-    script = requests.get(f"{url}/api/v1/channels/{channel}/setup", auth=("host", token), timeout=30)
+    script = requests.get(
+        f"{url}/api/v1/channels/{channel}/setup", auth=("host", token), timeout=30
+    )
     assert script.status_code == 200, script.text
     (root / "tmp" / "aptship-setup.sh").write_text(script.text)
     in_root(root, "sh /tmp/aptship-setup.sh")
@@ -60,13 +62,28 @@ def test_service_goes_from_source_to_host_and_back(
     cli("init", str(tmp_path / "srv"))
     config = tmp_path / "srv" / "aptship.toml"
     base = ["--config", str(config)]
-    ci_token = cli(*base, "token", "create", "--name", "ci", "--role", "publish", "--channel", "dev").strip()
-    rm_token = cli(
-        *base, "token", "create", "--name", "release", "--role", "promote",
-        "--channel", "staging", "--channel", "prod",
+    ci_token = cli(
+        *base, "token", "create", "--name", "ci", "--role", "publish", "--channel", "dev"
     ).strip()
-    prod_host = cli(*base, "token", "create", "--name", "web1", "--role", "read", "--channel", "prod").strip()
-    dev_host = cli(*base, "token", "create", "--name", "dev1", "--role", "read", "--channel", "dev").strip()
+    rm_token = cli(
+        *base,
+        "token",
+        "create",
+        "--name",
+        "release",
+        "--role",
+        "promote",
+        "--channel",
+        "staging",
+        "--channel",
+        "prod",
+    ).strip()
+    prod_host = cli(
+        *base, "token", "create", "--name", "web1", "--role", "read", "--channel", "prod"
+    ).strip()
+    dev_host = cli(
+        *base, "token", "create", "--name", "dev1", "--role", "read", "--channel", "dev"
+    ).strip()
 
     with start_server(config, tmp_path / "server") as server, host_root(tmp_path) as root:
         remote = ["--server", server.url]
@@ -121,5 +138,7 @@ def test_service_goes_from_source_to_host_and_back(
         dev_policy = dev.policy(SERVICE).output
         assert "2.0.0~rc1-1" in dev_policy, dev_policy
         assert "Candidate: 2.0.0~rc1-1" in dev_policy
-        ordered = subprocess.run(["dpkg", "--compare-versions", "2.0.0~rc1-1", "lt", "2.0.0-1"], check=False)
+        ordered = subprocess.run(
+            ["dpkg", "--compare-versions", "2.0.0~rc1-1", "lt", "2.0.0-1"], check=False
+        )
         assert ordered.returncode == 0
