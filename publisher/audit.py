@@ -8,6 +8,7 @@ holds the operation (who, when, what, which channel) and the list of its changes
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import os
@@ -17,7 +18,7 @@ import time
 from contextvars import ContextVar
 from typing import Any
 
-from publisher.errors import NotFound
+from publisher.errors import NotFound, PreconditionFailed
 from publisher.storage.base import Storage
 
 AUDIT_PREFIX = ".aptship/audit/"
@@ -48,12 +49,15 @@ def record_event(
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
     event.setdefault("at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)))
     key = f"{AUDIT_PREFIX}{stamp}-{secrets.token_hex(4)}.json"
-    storage.write_bytes(
-        key,
-        json.dumps(event, sort_keys=True).encode(),
-        create_only=True,
-        content_type="application/json",
-    )
+    # The key is this event's alone: if it exists, it is our own write whose response
+    # was lost and that the S3 client retried.
+    with contextlib.suppress(PreconditionFailed):
+        storage.write_bytes(
+            key,
+            json.dumps(event, sort_keys=True).encode(),
+            create_only=True,
+            content_type="application/json",
+        )
     return event
 
 

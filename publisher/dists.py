@@ -40,6 +40,23 @@ MAX_ROUNDS = 20
 KEYRING_KEY = "archive-keyring.asc"
 
 
+def rendered_formats(config: Config) -> tuple[str, ...]:
+    """Formats rendered for every index: always ``plain``, plus the configured ones.
+
+    apt looks an index up in Release by its uncompressed name and checks the
+    decompressed file against that entry's hashes, so Release always lists the
+    uncompressed ``Packages`` (as Debian's archive does) and its by-hash copies exist
+    (they are also the base the next publish splices into).  The file at the plain
+    path is written only when ``plain`` is in ``index_formats``.
+    """
+    return ("plain", *(f for f in config.index_formats if f != "plain"))
+
+
+def served(config: Config, path: str) -> bool:
+    """Whether the index at ``path`` (below dists/<channel>/) is written at its plain path."""
+    return not path.endswith("/Packages") or "plain" in config.index_formats
+
+
 def record_key(channel: str) -> str:
     return f"{STATE_PREFIX}/{channel}/published.json"
 
@@ -213,7 +230,7 @@ class DistWriter:
         payloads: dict[str, bytes] = {}
         for arch in chan.architectures:
             texts = {b: segment_text(es, arch) for b, es in entries.items()}
-            for fmt in self.config.index_formats:
+            for fmt in rendered_formats(self.config):
                 path = index_path(arch, fmt)
                 parts: list[codecs.Part] = []
                 if not full:
@@ -261,6 +278,8 @@ class DistWriter:
         self, channel: str, new: Record, old: Record, payloads: dict[str, bytes]
     ) -> None:
         for path, info in sorted(new.files.items()):
+            if not served(self.config, path):
+                continue
             if path in payloads:
                 self.storage.write_bytes(dists_key(channel, path), payloads[path])
             elif old.files.get(path) is None or old.files[path].sha256 != info.sha256:
@@ -285,7 +304,8 @@ class DistWriter:
         if current == rec.inrelease.encode():
             return
         for path, info in sorted(rec.files.items()):
-            self._copy_from_by_hash(channel, path, info)
+            if served(self.config, path):
+                self._copy_from_by_hash(channel, path, info)
         self._write_release(channel, rec)
 
     def _settle(self, channel: str, written: Record) -> None:
@@ -294,6 +314,8 @@ class DistWriter:
             if latest.etag == written.etag:
                 return
             for path, info in sorted(latest.files.items()):
+                if not served(self.config, path):
+                    continue
                 self._copy_from_by_hash(channel, path, info)
             self._write_release(channel, latest)
             written = latest

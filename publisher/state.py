@@ -340,6 +340,13 @@ class StateStore:
                     content_type="application/json",
                 )
             except PreconditionFailed:
+                # A write whose response was lost is retried by the S3 client and then
+                # meets its own result: that is a success, not a conflict (otherwise
+                # the change would be re-applied as "unchanged", without audit event).
+                current = self.read_head(channel)
+                if current.generation == head.generation and current.shards == head.shards:
+                    head.etag = current.etag
+                    return result, head, True
                 time.sleep(delay * (0.5 + random.random()))  # noqa: S311 - jitter, not crypto
                 delay = min(delay * 2, 1.0)
                 continue

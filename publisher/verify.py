@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING
 
-from publisher.dists import dists_key, read_record
+from publisher.dists import dists_key, read_record, served
 from publisher.errors import NotFound, StorageError
 from publisher.signing import gpgv_verify
 
@@ -77,12 +77,14 @@ def verify_channel(repo: Repository, channel: str, *, fast: bool) -> list[str]:
         try:
             info = storage.stat(key)
         except NotFound:
-            problems.append(f"{key}: listed in Release but missing")
-            continue
-        if info.size != size:
-            problems.append(f"{key}: size {info.size} but Release says {size}")
-        elif _digest(repo, key, "sha256") != sha256:
-            problems.append(f"{key}: SHA256 differs from Release")
+            # Release lists the uncompressed Packages even where only .gz/.xz are served
+            if served(repo.config, path) or repo.config.engine != "native":
+                problems.append(f"{key}: listed in Release but missing")
+        else:
+            if info.size != size:
+                problems.append(f"{key}: size {info.size} but Release says {size}")
+            elif _digest(repo, key, "sha256") != sha256:
+                problems.append(f"{key}: SHA256 differs from Release")
         base = key.rsplit("/", 1)[0]
         for kind, name in (("SHA256", "sha256"), ("SHA512", "sha512")):
             if name not in sums:

@@ -57,7 +57,7 @@ def healthz() -> tuple[Response, int]:
 def create_app(config: Config | str | os.PathLike[str] | None = None) -> Flask:
     """Build the server for ``config`` (a Config, a path, or None for $APTSHIP_CONFIG)."""
     from repo_server import api, apt, hosts, metrics, ui
-    from repo_server.auth import PoolAccess
+    from repo_server.auth import PoolAccess, reset_actor
 
     cfg = config if isinstance(config, Config) else load_config(config)
     repo = Repository(cfg)
@@ -80,4 +80,5 @@ def create_app(config: Config | str | os.PathLike[str] | None = None) -> Flask:
     app.register_blueprint(hosts.bp, url_prefix="/api/v1")
     app.register_blueprint(metrics.bp)
     app.register_blueprint(ui.bp)  # /ui/: the release dashboard
+    app.teardown_request(reset_actor)
     return app

@@ -76,8 +76,15 @@ def current_token() -> Token:
         raise _refuse("invalid", Unauthorized("invalid or revoked token"))
     g.aptship_token = token
     g.aptship_secret = secret
-    request_actor.set(f"token:{token.name}")
+    g.aptship_actor = request_actor.set(f"token:{token.name}")
     return token
+
+
+def reset_actor(_exc: BaseException | None = None) -> None:
+    """After each request: forget the request's actor (threads serve many requests)."""
+    reset = g.pop("aptship_actor", None)
+    if reset is not None:
+        request_actor.reset(reset)
 
 
 def request_secret() -> str:

@@ -107,3 +107,28 @@ def test_key_rotation_signs_with_every_key(
             assert result.returncode == 0, result.output
             assert "E:" not in result.output, result.output
             assert apt.download("app=1.0-1").returncode == 0
+
+
+def test_compressed_only_indexes_still_list_uncompressed_hashes(
+    make_repo: Callable[..., Repository], debs: Callable[..., Path], tmp_path: Path
+) -> None:
+    """index_formats = gz + xz: apt finds the index by its uncompressed name in Release."""
+    from publisher.verify import verify
+
+    repo = make_repo(index_formats=["gz", "xz"])
+    deb = debs("app", "1.0-1")
+    repo.publish("dev", [deb])
+    repo.publish("dev", [debs("app", "2.0-1")])
+    root = tmp_path / "repo"
+    assert not (root / "dists/dev/main/binary-amd64/Packages").exists()
+    assert (root / "dists/dev/main/binary-amd64/Packages.xz").exists()
+    assert "main/binary-amd64/Packages\n" in repo.storage.read_bytes("dists/dev/Release").decode()
+    assert verify(repo) == []
+    apt = AptEnv(tmp_path / "apt")
+    with serve_directory(root) as (url, _requests):
+        apt.add_source(url, "dev", root / KEYRING_KEY)
+        result = apt.update()
+        assert result.returncode == 0 and "W:" not in result.output, result.output
+        got = apt.download("app=1.0-1")
+        assert got.returncode == 0, got.output
+        assert next(apt.archives.glob("app_*.deb")).read_bytes() == deb.read_bytes()

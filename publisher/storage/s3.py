@@ -67,7 +67,8 @@ def make_client(
     """A boto3 S3 client for ``cfg`` using the default credential chain."""
     config = Config(
         region_name=cfg.region,
-        retries={"mode": "standard", "max_attempts": max_attempts},
+        # total_max_attempts counts the first attempt; botocore's "max_attempts" would not
+        retries={"mode": "standard", "total_max_attempts": max_attempts},
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
         s3={"addressing_style": "path" if cfg.path_style else "auto"},
