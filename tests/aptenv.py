@@ -111,6 +111,17 @@ class AptEnv:
     def download(self, *specs: str) -> AptResult:
         return self.run("install", "-y", "--download-only", "--no-install-recommends", *specs)
 
+    def fetch(self, spec: str) -> bytes:
+        """Download exactly one .deb for ``spec`` (``name=version``); return its bytes."""
+        got = self.download(spec)
+        assert got.returncode == 0, got.output
+        name = spec.split("=", 1)[0]
+        fetched = list(self.archives.glob(f"{name}_*.deb"))
+        assert len(fetched) == 1, fetched
+        data = fetched[0].read_bytes()
+        fetched[0].unlink()
+        return data
+
     def simulate(self, *specs: str) -> AptResult:
         return self.run("-s", "install", *specs)
 

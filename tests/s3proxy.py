@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import http.server
 import shutil
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from urllib.parse import unquote, urlsplit
 
 from publisher.errors import AptshipError, NotFound, UsageError
 from publisher.storage.base import Storage
+from tests.httpserve import background_server
 
 CONTENT_TYPES = {
     ".deb": "application/vnd.debian.binary-package",
@@ -120,13 +120,5 @@ def serve_storage_logged(storage: Storage) -> Iterator[tuple[str, list[str]]]:
     """Like :func:`serve_storage`, yielding (base URL, list of requested paths)."""
     log: list[str] = []
     handler = type("H", (_Handler,), {"storage": storage, "requests": log})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", log
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with background_server(handler) as url:
+        yield url, log
