@@ -160,19 +160,22 @@ class Repository(LifecycleOps):
                     )
                 status = "unchanged" if existing else "added"
                 results.append(PublishResult(entry, chan.name, status, False))
+            # per-package indexes, so the loop below is linear in the batch, not quadratic
+            added: dict[str, list[str]] = {}
+            for r in results:
+                if r.status == "added":
+                    added.setdefault(r.entry.package, []).append(r.entry.version)
+            changes_of: dict[str, list[dict[str, Any]]] = {}
+            for change in changes:
+                changes_of.setdefault(change["package"], []).append(change)
             for name, ps in touched.items():
                 # one pin move per package and batch: to the newest version it published
-                best = newest(
-                    r.entry.version
-                    for r in results
-                    if r.entry.package == name and r.status == "added"
-                )
+                best = newest(added.get(name, []))
                 old_pin = ps.pin
                 if chan.auto_pin and best and (old_pin is None or Version(best) > Version(old_pin)):
                     set_pin(ps, best, action, actor)
-                    for change in changes:
-                        if change["package"] == name:
-                            change["old"], change["new"] = old_pin, ps.pin
+                    for change in changes_of.get(name, []):
+                        change["old"], change["new"] = old_pin, ps.pin
             for name, ps in touched.items():
                 for gone in apply_retention(ps, chan.keep):
                     changes.append(
