@@ -1,0 +1,1 @@
+"""aptship benchmarks against Debian's reprepro and aptly: ``python -m benchmarks``."""

@@ -1,0 +1,47 @@
+"""The benchmark harness in smoke mode: it runs, and what it builds is correct.
+
+``python -m benchmarks --smoke`` builds N=200 repositories with aptship (both index
+format configurations) and, when installed, reprepro and aptly; it checks each with
+``aptship verify`` and a real isolated ``apt-get update`` + ``apt-get download``,
+and exits non-zero if any check fails.  No timing is asserted here.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.e2e
+def test_benchmark_smoke(tmp_path: Path) -> None:
+    for tool in ("gpg", "gpgv", "apt-get"):
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} is required (run .ci/run to install the system packages)")
+    work = tmp_path / "work"
+    args = [sys.executable, "-m", "benchmarks", "--smoke", "--skip-server", "--work", str(work)]
+    if shutil.which("reprepro") is None or shutil.which("aptly") is None:
+        args.append("--skip-peers")
+    env = dict(os.environ)
+    env.pop("APTSHIP_CONFIG", None)
+    proc = subprocess.run(
+        args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-6000:]
+    report = (work / "SMOKE.md").read_text()
+    assert "FAILED" not in report, report
+    for label in ("aptship:", "aptship gz+xz:"):
+        line = next((ln for ln in report.splitlines() if ln.startswith(f"- {label}")), "")
+        assert "aptship verify OK" in line, report
+        assert line.count("apt-get update OK") == 2, report
+    assert "S3 (moto) N=200: aptship verify --fast OK" in report, report
+    if "--skip-peers" not in args:
+        for peer in ("reprepro", "aptly"):
+            assert f"- {peer}: bench: apt-get update OK" in report, report
