@@ -156,21 +156,7 @@ class LifecycleOps:
             return {"package": package, "channel": channel, "old_pin": old, "new_pin": new}
 
         result, _head, _changed = self.commit(channel, change)
-        record_event(
-            self.storage,
-            action="rollback",
-            channel=channel,
-            actor=actor,
-            changes=[
-                {
-                    "package": package,
-                    "version": result["new_pin"],
-                    "old": result["old_pin"],
-                    "new": result["new_pin"],
-                }
-            ],
-        )
-        self.render(channel)
+        self._pin_event("rollback", channel, actor, package, result["new_pin"], result)
         return result
 
     def remove(
@@ -204,22 +190,23 @@ class LifecycleOps:
             }
 
         result, _head, _changed = self.commit(channel, change)
-        record_event(
-            self.storage,
-            action="remove",
-            channel=channel,
-            actor=actor,
-            changes=[
-                {
-                    "package": package,
-                    "version": version,
-                    "old": result["old_pin"],
-                    "new": result["new_pin"],
-                }
-            ],
-        )
-        self.render(channel)
+        self._pin_event("remove", channel, actor, package, version, result)
         return result
+
+    def _pin_event(
+        self,
+        action: str,
+        channel: str,
+        actor: str,
+        package: str,
+        version: str | None,
+        result: dict[str, Any],
+    ) -> None:
+        """Record a one-package change in the audit log and publish the channel."""
+        change = {"package": package, "version": version}
+        change |= {"old": result["old_pin"], "new": result["new_pin"]}
+        record_event(self.storage, action=action, channel=channel, actor=actor, changes=[change])
+        self.render(channel)
 
     # -- queries --------------------------------------------------------------------
     def pin_map(self, channel: str) -> dict[str, str]:

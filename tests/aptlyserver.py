@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -19,6 +18,8 @@ from pathlib import Path
 
 import pytest
 import requests
+
+from tests.procs import stop
 
 START_TIMEOUT = 30.0
 
@@ -38,13 +39,7 @@ class AptlyServer:
         return self.root / "public"
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop(self.proc)
 
 
 def _free_port() -> int:

@@ -26,6 +26,7 @@ import pytest
 
 from publisher.config import StorageConfig
 from publisher.storage.s3 import S3Storage, make_client
+from tests.procs import stop
 
 ENDPOINT_ENV = "APTSHIP_TEST_S3_ENDPOINT"
 REGION = "us-east-1"
@@ -88,12 +89,7 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             _wait_until_up(url, proc, log)
             yield url
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc)
 
 
 def _client(endpoint: str) -> Any:

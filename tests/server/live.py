@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import requests
+
+from tests.procs import stop
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
@@ -95,9 +96,4 @@ def start_server(config: Path, workdir: Path, workers: int = 2) -> Iterator[Live
         _wait_until_up(server)
         yield server
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, STOP_TIMEOUT)
