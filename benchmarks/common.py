@@ -11,6 +11,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -84,11 +85,14 @@ def run(
                 env=env,
                 cwd=cwd,
             )
+            # A blocking wait: Popen.wait(timeout=...) polls with sleeps of up to 50 ms,
+            # which would round every wall time up to a 50 ms grid.
+            timer = threading.Timer(timeout, proc.kill)
+            timer.start()
             try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
                 proc.wait()
+            finally:
+                timer.cancel()
             wall = time.perf_counter() - start
             out.seek(0)
             text = out.read().decode(errors="replace")
