@@ -48,6 +48,7 @@ class Signer:
     def __init__(self, cfg: SigningConfig) -> None:
         self.cfg = cfg
         self._gpg_obj: Any = None
+        self._public: bytes | None = None
 
     @property
     def gpg(self) -> Any:
@@ -95,10 +96,18 @@ class Signer:
         return Signatures(inrelease=inrelease, release_gpg=detached)
 
     def export_public(self) -> bytes:
-        armored = self.gpg.export_keys(list(self.cfg.keys))
-        if not armored or "BEGIN PGP PUBLIC KEY BLOCK" not in armored:
-            raise SigningError(f"cannot export public key(s) {', '.join(self.cfg.keys)}")
-        return str(armored).encode("ascii")
+        """The configured keys' public parts, armored (exported once per Signer).
+
+        Every render publishes or checks the keyring; a long-lived server would
+        otherwise start gpg for it on each publish.  The configured keys do not change
+        for the life of a Signer (a config change makes a new Repository).
+        """
+        if self._public is None:
+            armored = self.gpg.export_keys(list(self.cfg.keys))
+            if not armored or "BEGIN PGP PUBLIC KEY BLOCK" not in armored:
+                raise SigningError(f"cannot export public key(s) {', '.join(self.cfg.keys)}")
+            self._public = str(armored).encode("ascii")
+        return self._public
 
 
 def generate_dev_key(home: Path, name: str, email: str) -> str:
