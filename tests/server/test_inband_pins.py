@@ -52,6 +52,9 @@ def test_apt_follows_the_pins_with_update_alone(
         first = apt.update()
         assert first.returncode == 0, first.output
         assert pref.resolve() == lists_pins(apt).resolve()
+        # the link's name is the one apt itself gives the target
+        where = apt.run("indextargets", "--format", "$(FILENAME)", "Identifier: AptshipPins")
+        assert Path(where.stdout.strip()).resolve() == pref.resolve(), where.output
         assert "Pin: version 2.0-1" in pref.read_text()
         assert candidate(apt, "hello")[0] == "2.0-1"
 
