@@ -190,7 +190,8 @@ def test_apt_installs_from_aptly_through_repo_server(
         import subprocess
 
         subprocess.run(
-            ["sh", "-c", script.text], env={**os.environ, "APTSHIP_ROOT": str(apt.root), "APTSHIP_ROOT_MODE": "prefix"},
+            ["sh", "-c", script.text],
+            env={**os.environ, "APTSHIP_ROOT": str(apt.root), "APTSHIP_ROOT_MODE": "prefix"},
             check=True,
         )
         result = apt.update()
