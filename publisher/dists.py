@@ -31,6 +31,7 @@ from publisher import codecs
 from publisher.config import ChannelConfig, Config
 from publisher.errors import NotFound, PreconditionFailed, StorageError
 from publisher.index import IndexFile, index_path, segment_text, splice
+from publisher.pins import PINS_PATH, pins_segment
 from publisher.signing import Signer
 from publisher.state import STATE_PREFIX, ChannelState, Head, StateStore
 from publisher.storage.base import Storage
@@ -231,25 +232,44 @@ class DistWriter:
         for arch in chan.architectures:
             texts = {b: segment_text(es, arch) for b, es in entries.items()}
             for fmt in rendered_formats(self.config):
-                path = index_path(arch, fmt)
-                parts: list[codecs.Part] = []
-                if not full:
-                    prev = old.files[path]
-                    present = {str(row[0]) for row in prev.layout}
-                    if not any(text or b in present for b, text in texts.items()):
-                        new.files[path] = prev  # no changed bucket has entries in this file
-                        continue
-                    parts = self._base_parts(view.channel, fmt, prev)
-                merged = splice(
-                    parts, {b: codecs.make_part(fmt, b, t) if t else None for b, t in texts.items()}
-                )
-                if not full and merged == parts:
-                    new.files[path] = old.files[path]
-                    continue
-                info, data = IndexFile.build(path, fmt, merged)
-                new.files[path] = info
-                payloads[path] = data
+                self._splice_file(view, old, new, payloads, index_path(arch, fmt), fmt, texts, full)
+        # The channel's pins travel in the signed suite as one more index (docs/hosts.md).
+        pins = {
+            b: pins_segment(chan.name, view.shard(b)) if b in head.shards else b"" for b in changed
+        }
+        self._splice_file(view, old, new, payloads, PINS_PATH, "plain", pins, full)
         return new, payloads
+
+    def _splice_file(
+        self,
+        view: ChannelState,
+        old: Record,
+        new: Record,
+        payloads: dict[str, bytes],
+        path: str,
+        fmt: str,
+        texts: dict[str, bytes],
+        full: bool,
+    ) -> None:
+        """Put ``path`` into ``new``: the previous file with the changed buckets'
+        ``texts`` spliced in, or (``full``) built from ``texts`` alone."""
+        parts: list[codecs.Part] = []
+        if not full:
+            prev = old.files[path]
+            present = {str(row[0]) for row in prev.layout}
+            if not any(text or b in present for b, text in texts.items()):
+                new.files[path] = prev  # no changed bucket has entries in this file
+                return
+            parts = self._base_parts(view.channel, fmt, prev)
+        merged = splice(
+            parts, {b: codecs.make_part(fmt, b, t) if t else None for b, t in texts.items()}
+        )
+        if not full and merged == parts:
+            new.files[path] = old.files[path]
+            return
+        info, data = IndexFile.build(path, fmt, merged)
+        new.files[path] = info
+        payloads[path] = data
 
     def _base_parts(self, channel: str, fmt: str, info: IndexFile) -> list[codecs.Part]:
         """The previous index file split into its bucket parts."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from publisher.errors import NotFound, PolicyViolation
-from publisher.state import Entry, PackageState, PinEvent, now_iso
+from publisher.state import Entry, PackageState, PinEvent, Shard, now_iso
 from publisher.versions import sort_versions
 
 STACK_LIMIT = 200
@@ -75,12 +75,26 @@ def apply_retention(ps: PackageState, keep: int) -> list[Entry]:
     return dropped
 
 
+PINS_PATH = "main/pins"  # below dists/<channel>/: apt fetches it as a custom index target
+
+
+def pin_stanza(channel: str, package: str, version: str) -> str:
+    """One apt preferences stanza (with its blank separator line) for one pin."""
+    return (
+        f"Explanation: aptship channel {channel} pins {package} to {version}\n"
+        f"Package: {package}\nPin: version {version}\nPin-Priority: 1001\n\n"
+    )
+
+
 def preferences(channel: str, pins: Iterable[tuple[str, str]]) -> str:
     """An apt preferences file that makes apt go to exactly the pinned versions."""
-    out = []
-    for package, version in sorted(pins):
-        out.append(
-            f"Explanation: aptship channel {channel} pins {package} to {version}\n"
-            f"Package: {package}\nPin: version {version}\nPin-Priority: 1001\n"
-        )
-    return "\n".join(out)
+    return "".join(pin_stanza(channel, package, version) for package, version in sorted(pins))
+
+
+def pins_segment(channel: str, shard: Shard) -> bytes:
+    """The preferences stanzas of one state shard (a bucket of the pins index)."""
+    return "".join(
+        pin_stanza(channel, name, ps.pin)
+        for name, ps in sorted(shard.items())
+        if ps.pin is not None and ps.entries
+    ).encode("utf-8")

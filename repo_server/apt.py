@@ -8,7 +8,10 @@ read.
 
 Responses carry ``ETag``, ``Last-Modified`` and ``Accept-Ranges`` and honour
 ``If-None-Match``/``If-Modified-Since`` (304) and ``Range``/``If-Range`` (206)
-through Werkzeug's ``make_conditional``.
+through Werkzeug's ``make_conditional``.  A mutable file (InRelease, Release, pins,
+Packages) changed less than :data:`SETTLED_SECONDS` ago is sent without
+``Last-Modified``: apt revalidates with ``If-Modified-Since`` alone, at one-second
+resolution, and must never get a 304 for content that changed within that second.
 
 * Local storage: the file is opened first and its size, mtime and ETag come from
   ``fstat`` of that open file, so an index replaced meanwhile can never be served
@@ -24,6 +27,7 @@ through Werkzeug's ``make_conditional``.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,6 +48,7 @@ bp = Blueprint("apt", __name__)
 CHUNK = 256 * 1024
 PRESIGN_SECONDS = 300
 IMMUTABLE_MAX_AGE = 365 * 24 * 3600
+SETTLED_SECONDS = 2  # a mutable file's Last-Modified is sent once it is this old
 _TYPES = {
     ".deb": "application/vnd.debian.binary-package",
     ".gz": "application/gzip",
@@ -75,7 +80,11 @@ def _respond(
     response = Response(body, mimetype=content_type(key), direct_passthrough=True)
     response.content_length = size
     response.set_etag(etag)
-    if mtime is not None:
+    if mtime is not None and (is_immutable(key) or mtime < time.time() - SETTLED_SECONDS):
+        # apt revalidates with If-Modified-Since alone, at one-second resolution.  A file
+        # changed twice within one second would look unchanged to a client holding the
+        # first version, so a mutable file gets a Last-Modified only once its second has
+        # passed (RFC 9110 8.8.2.2: such a date is a weak validator until then).
         response.last_modified = datetime.fromtimestamp(mtime, tz=UTC)
     if is_immutable(key):
         response.cache_control.private = True

@@ -1,75 +1,53 @@
-"""Host setup: a channel's apt preferences and a one-shot setup script (GUIDE §5).
+"""Host setup: a channel's apt preferences and a one-shot setup script (docs/hosts.md).
 
-``GET /api/v1/channels/<ch>/setup`` returns an idempotent POSIX ``sh`` script that
-writes, each atomically (temp file + ``mv``):
+``GET /api/v1/channels/<ch>/setup`` returns an idempotent POSIX ``sh`` script
+(``host_script.sh`` beside this module, with the channel, URL, key and token filled
+in).  It puts the host on the channel so that plain ``apt-get update`` fetches the
+channel's pins as a signed index (``dists/<ch>/main/pins``, an apt index target)
+and a ``preferences.d`` link makes them effective; it also installs the fleet
+reporter (a ``DPkg::Post-Invoke`` hook) and, with ``APTSHIP_FOLLOW=1``, the
+converge agent.  ``sh setup --remove`` takes the host off the channel again.
 
-* ``/etc/apt/keyrings/aptship.asc``: the repository's public key (embedded);
-* ``/etc/apt/sources.list.d/aptship-<ch>.list``: ``deb [signed-by=...] URL <ch> main``;
-* ``/etc/apt/auth.conf.d/aptship.conf`` (mode 600): ``machine ... login token
-  password <the token that fetched the script>``;
-* ``/etc/apt/preferences.d/aptship-<ch>.pref``: the channel's pins (embedded);
-* ``/etc/apt/apt.conf.d/50aptship``: ``APT::Get::Allow-Downgrades "true"`` so that
-  ``apt-get install -y`` follows a pin down after a rollback.
-
-``$APTSHIP_ROOT`` (default empty) prefixes every path the script writes, including
-the ``signed-by`` path, so a test or an image build can target another apt root.
-Every value put into the script is checked against a strict pattern first, so a
-crafted ``Host`` header cannot inject shell code.
+Only a ``read`` token is ever written onto a host: the script is refused to any
+other token.  Every value put into the script is checked against a strict pattern
+first, so a crafted ``Host`` header cannot inject shell code.
 """
 
 from __future__ import annotations
 
 import re
+from functools import cache
+from importlib import resources
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, request
 
-from publisher.errors import UsageError
+from publisher.errors import Forbidden, UsageError
+from publisher.pins import PINS_PATH
 from repo_server.app import server_state
-from repo_server.auth import request_secret, require
+from repo_server.auth import current_token, request_secret, require
 
 bp = Blueprint("hosts", __name__)
-HEREDOC_END = "APTSHIP_END_OF_FILE"
+HEREDOC_END = "@END@"
 _SAFE_URL = re.compile(r"^https?://[A-Za-z0-9.\-]+(:[0-9]+)?(/[A-Za-z0-9._~\-/]*)?$")
 _SAFE_TOKEN = re.compile(r"^[A-Za-z0-9_\-]+$")
+# apt's URItoFileName quotes these (and controls, space, '%', non-ASCII) as %xx
+_APT_QUOTED = set('\\|{}[]<>"^~_=!@#$%&*')
 
-SCRIPT = """\
-#!/bin/sh
-# aptship host setup: channel {channel} of {url}
-# Safe to run again: every file is rewritten whole.  Run as root.
-# APTSHIP_ROOT (default: empty) is prepended to every path written.
-set -eu
-root="${{APTSHIP_ROOT:-}}"
-umask 022
-mkdir -p "$root/etc/apt/keyrings" "$root/etc/apt/sources.list.d" \\
-    "$root/etc/apt/auth.conf.d" "$root/etc/apt/preferences.d" "$root/etc/apt/apt.conf.d"
 
-# put MODE FILE: write stdin to FILE with MODE, atomically.
-put() {{
-    tmp="$2.aptship-tmp.$$"
-    (umask 077 && cat >"$tmp")
-    chmod "$1" "$tmp"
-    mv -f "$tmp" "$2"
-}}
+@cache
+def script_template() -> str:
+    return resources.files("repo_server").joinpath("host_script.sh").read_text()
 
-put 644 "$root/etc/apt/keyrings/aptship.asc" <<'{end}'
-{key}{end}
 
-printf 'deb [signed-by=%s/etc/apt/keyrings/aptship.asc] %s %s main\\n' \\
-    "$root" '{url}' '{channel}' | put 644 "$root/etc/apt/sources.list.d/aptship-{channel}.list"
-
-printf 'machine %s login token password %s\\n' '{machine}' '{token}' \\
-    | put 600 "$root/etc/apt/auth.conf.d/aptship.conf"
-
-put 644 "$root/etc/apt/preferences.d/aptship-{channel}.pref" <<'{end}'
-{pins}{end}
-
-# Pins at priority 1001 may point below what is installed (a rollback); let
-# `apt-get install -y` follow them down without --allow-downgrades.
-printf 'APT::Get::Allow-Downgrades "true";\n' | put 644 "$root/etc/apt/apt.conf.d/50aptship"
-
-echo "aptship: configured channel {channel} of {url}; now run: apt-get update"
-"""
+def apt_list_name(url: str) -> str:
+    """The file name apt gives ``url`` in its lists directory (apt's URItoFileName)."""
+    parts = urlsplit(url)
+    where = parts.netloc.rsplit("@", 1)[-1] + parts.path
+    quoted = "".join(
+        f"%{ord(c):02x}" if c in _APT_QUOTED or not " " < c < "\x7f" else c for c in where
+    )
+    return quoted.replace("/", "_")
 
 
 def base_url() -> str:
@@ -103,21 +81,27 @@ def preferences(channel: str) -> Response:
 @bp.get("/channels/<channel>/setup")
 def setup(channel: str) -> Response:
     require("read", channel)
+    if current_token().role != "read":
+        raise Forbidden(
+            "the setup script writes its token onto the host: use a token with the read "
+            f"role for channel {channel!r} (aptship token create --role read --channel "
+            f"{channel}), never a publish, promote or admin token"
+        )
+    server_state().config.channel(channel)  # NotFound for a channel the config lacks
     repo = server_state().repo
-    pins = repo.pins(channel)
     token = request_secret()
     if not _SAFE_TOKEN.match(token):
         raise UsageError("this token cannot be written into a setup script; create a new one")
     url = base_url()
-    script = SCRIPT.format(
-        channel=channel,
-        url=url,
-        machine=auth_machine(url),
-        token=token,
-        key=embeddable(repo.signer.export_public().decode("ascii")),
-        pins=embeddable(pins),
-        end=HEREDOC_END,
-    )
+    values = {
+        "@CHANNEL@": channel,
+        "@URL@": url,
+        "@MACHINE@": auth_machine(url),
+        "@TOKEN@": token,
+        "@PINS_LIST@": apt_list_name(f"{url}/dists/{channel}/{PINS_PATH}"),
+        "@KEY@": embeddable(repo.signer.export_public().decode("ascii")),
+    }
+    script = re.sub(r"@[A-Z_]+@", lambda m: values.get(m.group(0), m.group(0)), script_template())
     response = Response(script, mimetype="text/x-shellscript")
     response.cache_control.no_store = True
     return response

@@ -190,7 +190,9 @@ def test_apt_installs_from_aptly_through_repo_server(
         import subprocess
 
         subprocess.run(
-            ["sh", "-c", script.text], env={**os.environ, "APTSHIP_ROOT": str(apt.root)}, check=True
+            ["sh", "-c", script.text],
+            env={**os.environ, "APTSHIP_ROOT": str(apt.root), "APTSHIP_ROOT_MODE": "prefix"},
+            check=True,
         )
         result = apt.update()
         assert result.returncode == 0, result.output

@@ -4,8 +4,10 @@ Builds hello-service at 1.0.0, 1.1.0 and 2.0.0rc1 with ``aptship debianize`` and
 ``aptship build``; serves the repository with a real gunicorn (``aptship serve``);
 publishes through the API with a publish token as CI would; promotes dev -> staging
 -> prod; and drives a throwaway bookworm root (mmdebstrap, chroot) configured by the
-server's setup script: install, upgrade, roll back (a downgrade with no extra
-flags), install an exact version, and purge.
+server's setup script, once: after every promote and rollback the hosts converge
+with ``apt-get update && apt-get install -y`` alone (the pins travel in the signed
+channel), an image built with ``APTSHIP_ROOT`` works inside the image, the follow
+agent converges a host by itself; then an exact version, and purge.
 """
 
 from __future__ import annotations
@@ -44,14 +46,20 @@ def installed_version(root: Path) -> str:
     return out.strip()
 
 
-def configure_host(root: Path, url: str, channel: str, token: str) -> None:
-    """Run the server's setup script inside the host root (idempotent: also a refresh)."""
+def configure_host(root: Path, url: str, channel: str, token: str, host_id: str) -> None:
+    """Run the server's setup script inside the host root, once."""
     script = requests.get(
         f"{url}/api/v1/channels/{channel}/setup", auth=("host", token), timeout=30
     )
     assert script.status_code == 200, script.text
     (root / "tmp" / "aptship-setup.sh").write_text(script.text)
-    in_root(root, "sh /tmp/aptship-setup.sh")
+    in_root(root, f"APTSHIP_HOST_ID={host_id} sh /tmp/aptship-setup.sh")
+
+
+def converge(root: Path) -> str:
+    """What a host's operator types after any promote or rollback; the version it runs."""
+    in_root(root, f"apt-get update && apt-get install -y {SERVICE}")
+    return installed_version(root)
 
 
 def test_service_goes_from_source_to_host_and_back(
@@ -62,30 +70,22 @@ def test_service_goes_from_source_to_host_and_back(
     cli("init", str(tmp_path / "srv"))
     config = tmp_path / "srv" / "aptship.toml"
     base = ["--config", str(config)]
-    ci_token = cli(
-        *base, "token", "create", "--name", "ci", "--role", "publish", "--channel", "dev"
-    ).strip()
-    rm_token = cli(
-        *base,
-        "token",
-        "create",
-        "--name",
-        "release",
-        "--role",
-        "promote",
-        "--channel",
-        "staging",
-        "--channel",
-        "prod",
-    ).strip()
-    prod_host = cli(
-        *base, "token", "create", "--name", "web1", "--role", "read", "--channel", "prod"
-    ).strip()
-    dev_host = cli(
-        *base, "token", "create", "--name", "dev1", "--role", "read", "--channel", "dev"
-    ).strip()
 
-    with start_server(config, tmp_path / "server") as server, host_root(tmp_path) as root:
+    def token(name: str, role: str, *channels: str) -> str:
+        scope = [arg for channel in channels for arg in ("--channel", channel)]
+        return cli(*base, "token", "create", "--name", name, "--role", role, *scope).strip()
+
+    ci_token = token("ci", "publish", "dev")
+    rm_token = token("release", "promote", "staging", "prod")
+    prod_host = token("web", "read", "prod")
+    dev_host = token("dev1", "read", "dev")
+
+    with (
+        start_server(config, tmp_path / "server") as server,
+        host_root(tmp_path) as web1,
+        host_root(tmp_path) as web2,
+        host_root(tmp_path) as image,
+    ):
         remote = ["--server", server.url]
         for deb in debs.values():  # CI: no storage credentials, no signing key
             cli(*remote, "publish", "--channel", "dev", str(deb), APTSHIP_TOKEN=ci_token)
@@ -95,27 +95,50 @@ def test_service_goes_from_source_to_host_and_back(
 
         promote(f"{SERVICE}=1.0.0-1", "dev", "staging")
         promote(SERVICE, "staging", "prod")
-        configure_host(root, server.url, "prod", prod_host)
-        auth = (root / "etc/apt/auth.conf.d/aptship.conf").stat().st_mode & 0o777
-        assert auth == 0o600
+        hosts = {"web-1": web1, "web-2": web2}
+        for host_id, root in hosts.items():  # set up once; never again below
+            configure_host(root, server.url, "prod", prod_host, host_id)
+            auth = (root / "etc/apt/auth.conf.d/aptship.conf").stat().st_mode & 0o777
+            assert auth == 0o600
+            assert converge(root) == "1.0.0-1"
+            assert in_root(root, SERVICE).stdout.strip() == "hello-service 1.0.0"
 
-        in_root(root, f"apt-get update && apt-get install -y {SERVICE}")
-        assert installed_version(root) == "1.0.0-1"
-        assert in_root(root, SERVICE).stdout.strip() == "hello-service 1.0.0"
-
+        # promote: both hosts upgrade with `apt-get update && apt-get install -y` alone
         promote(f"{SERVICE}=1.1.0-1", "dev", "staging")
         promote(SERVICE, "staging", "prod")
-        configure_host(root, server.url, "prod", prod_host)
-        in_root(root, f"apt-get update && apt-get install -y {SERVICE}")
-        assert installed_version(root) == "1.1.0-1"
-        assert in_root(root, SERVICE).stdout.strip() == "hello-service 1.1.0"
+        for root in hosts.values():
+            assert converge(root) == "1.1.0-1"
+            assert in_root(root, SERVICE).stdout.strip() == "hello-service 1.1.0"
 
+        # roll back: both downgrade the same way, with no extra flags
         cli(*remote, "rollback", SERVICE, "--channel", "prod", APTSHIP_TOKEN=rm_token)
-        configure_host(root, server.url, "prod", prod_host)
-        in_root(root, f"apt-get update && apt-get install -y {SERVICE}")
-        assert installed_version(root) == "1.0.0-1"
-        assert in_root(root, SERVICE).stdout.strip() == "hello-service 1.0.0"
+        for root in hosts.values():
+            assert converge(root) == "1.0.0-1"
+            assert in_root(root, SERVICE).stdout.strip() == "hello-service 1.0.0"
 
+        # an image build: the script runs outside the root, apt runs inside it later
+        script = requests.get(
+            f"{server.url}/api/v1/channels/prod/setup", auth=("host", prod_host), timeout=30
+        ).text
+        subprocess.run(
+            ["sh", "-c", script],
+            env={**os.environ, "APTSHIP_ROOT": str(image), "APTSHIP_FOLLOW": "1"},
+            check=True,
+            capture_output=True,
+        )
+        in_root(image, "apt-get update")  # the keyring path is the one inside the image
+        in_root(image, f"apt-get install -y {SERVICE}=1.1.0-1")
+        assert installed_version(image) == "1.1.0-1"
+        # the follow agent alone converges it to the pin (a downgrade here)
+        follow = in_root(image, "/usr/local/sbin/aptship-follow")
+        assert f"{SERVICE}=1.0.0-1" in follow.stdout, follow.stdout
+        assert installed_version(image) == "1.0.0-1"
+        assert (
+            "every pinned package is on its pin"
+            in in_root(image, "/usr/local/sbin/aptship-follow").stdout
+        )
+
+        root = web1
         in_root(root, f"apt-get install -y {SERVICE}=1.1.0-1")
         assert installed_version(root) == "1.1.0-1"
 
@@ -132,7 +155,9 @@ def test_service_goes_from_source_to_host_and_back(
             f"{server.url}/api/v1/channels/dev/setup", auth=("host", dev_host), timeout=30
         ).text
         subprocess.run(
-            ["sh", "-c", script], env={**os.environ, "APTSHIP_ROOT": str(dev.root)}, check=True
+            ["sh", "-c", script],
+            env={**os.environ, "APTSHIP_ROOT": str(dev.root), "APTSHIP_ROOT_MODE": "prefix"},
+            check=True,
         )
         assert dev.update().returncode == 0
         dev_policy = dev.policy(SERVICE).output

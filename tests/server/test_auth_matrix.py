@@ -26,6 +26,7 @@ class Case:
     scoped: bool = True  # needs the role on a channel (dev/staging) rather than anywhere
     body: str | None = None  # "deb" (raw upload) or "json"
     data: Any = None
+    exact: bool = False  # only this role: the setup script writes its token onto a host
 
 
 CASES = {
@@ -38,7 +39,7 @@ CASES = {
     "entries": Case("GET", "/api/v1/channels/dev/packages", "read"),
     "package": Case("GET", "/api/v1/channels/dev/packages/hello", "read"),
     "preferences": Case("GET", "/api/v1/channels/dev/preferences", "read"),
-    "setup": Case("GET", "/api/v1/channels/dev/setup", "read"),
+    "setup": Case("GET", "/api/v1/channels/dev/setup", "read", exact=True),
     "diff": Case("GET", "/api/v1/channels/staging/diff?from=dev", "read"),
     "history": Case("GET", "/api/v1/history", "read", scoped=False),
     "history-channel": Case("GET", "/api/v1/history?channel=dev", "read"),
@@ -63,7 +64,7 @@ def expected(case: Case, who: str | None) -> int | None:
     if who not in TOKENS:
         return 401
     role, channels = TOKENS[who]
-    if ROLES.index(role) < ROLES.index(case.role):
+    if ROLES.index(role) < ROLES.index(case.role) or (case.exact and role != case.role):
         return 403
     if case.scoped and not ({"dev", "staging", "*"} & set(channels)):
         return 403

@@ -103,7 +103,7 @@ def setup_host(deployed: Deployed, root: Path, who: str = "host") -> AptEnv:
     done = subprocess.run(
         ["sh"],
         input=script.text,
-        env={"APTSHIP_ROOT": str(root), "PATH": "/usr/bin:/bin"},
+        env={"APTSHIP_ROOT": str(root), "APTSHIP_ROOT_MODE": "prefix", "PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,
         timeout=60,
