@@ -1,0 +1,121 @@
+"""Host reports and the fleet view over HTTP (docs/hosts.md, "Fleet view").
+
+* ``PUT /api/v1/channels/<ch>/hosts/<host_id>``: a host's report, with its ``read``
+  token for the channel.  The body is read with a hard limit before it is parsed,
+  validated whole by :func:`publisher.fleet.parse_report`, and only then stored: a
+  bad report changes nothing.  At most one report per (token, channel, host) every
+  ``fleet.report_interval`` seconds *per server process* (429 with Retry-After).
+* ``GET /api/v1/channels/<ch>/hosts[?package=P]``: the fleet view (read role).
+
+The record store and the limiter live on ``app.extensions["aptship_fleet"]``.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from flask.blueprints import BlueprintSetupState
+
+from publisher.errors import RateLimited, ReportTooLarge
+from publisher.fleet import FleetStore, channel_view, check_host_id, host_view, parse_report
+from repo_server.app import EXTENSION, ServerState, server_state
+from repo_server.auth import current_token, require
+
+bp = Blueprint("fleet", __name__)
+FLEET_EXTENSION = "aptship_fleet"
+LIMITER_SIZE = 100_000  # (token, channel, host) keys remembered by the rate limiter
+
+
+@dataclass
+class RateLimiter:
+    """At most one event per key every ``interval`` seconds (this process only)."""
+
+    interval: float
+    size: int = LIMITER_SIZE
+    _last: OrderedDict[tuple[str, ...], float] = field(default_factory=OrderedDict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def hit(self, key: tuple[str, ...]) -> None:
+        """Record an event for ``key``, or raise RateLimited if it comes too soon."""
+        if self.interval <= 0:
+            return
+        now = time.monotonic()
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last < self.interval:
+                wait = max(1, math.ceil(self.interval - (now - last)))
+                raise RateLimited(
+                    f"too many reports for this host; at most one every {self.interval:g}s "
+                    f"(fleet.report_interval); retry in {wait}s",
+                    retry_after=wait,
+                )
+            self._last[key] = now
+            self._last.move_to_end(key)
+            while len(self._last) > self.size:
+                self._last.popitem(last=False)
+
+
+@dataclass
+class FleetState:
+    store: FleetStore
+    limiter: RateLimiter
+
+
+@bp.record_once
+def _setup(setup: BlueprintSetupState) -> None:
+    app = setup.app
+    if not isinstance(app, Flask):
+        raise TypeError("the fleet endpoints need a Flask app")
+    state: ServerState = app.extensions[EXTENSION]
+    limits = state.config.fleet
+    app.extensions[FLEET_EXTENSION] = FleetState(
+        FleetStore(state.repo.storage, limits), RateLimiter(limits.report_interval)
+    )
+
+
+def fleet_state() -> FleetState:
+    found: FleetState = current_app.extensions[FLEET_EXTENSION]
+    return found
+
+
+def read_body(limit: int) -> bytes:
+    """The request body, at most ``limit`` bytes (ReportTooLarge past it, unread)."""
+    announced = request.content_length
+    too_large = ReportTooLarge(f"report is larger than {limit} bytes (fleet.max_report_bytes)")
+    if announced is not None and announced > limit:
+        raise too_large
+    body = request.stream.read(limit + 1)
+    if len(body) > limit:
+        raise too_large
+    return body
+
+
+@bp.put("/channels/<channel>/hosts/<host_id>")
+def report(channel: str, host_id: str) -> Response:
+    current_token()
+    state = server_state()
+    state.config.channel(channel)  # an unknown channel is a 404 for every token
+    token = require("read", channel)
+    check_host_id(host_id)
+    fleet = fleet_state()
+    parsed = parse_report(read_body(state.config.fleet.max_report_bytes), state.config.fleet)
+    fleet.limiter.hit((token.name, channel, host_id))
+    record = fleet.store.report(channel, host_id, token.name, parsed)
+    pins = state.repo.pin_map(channel)
+    return jsonify(host_view(record, pins, time.time(), state.config.fleet.stale_after))
+
+
+@bp.get("/channels/<channel>/hosts")
+def hosts(channel: str) -> Response:
+    current_token()
+    state = server_state()
+    state.config.channel(channel)
+    require("read", channel)
+    package = request.args.get("package") or None
+    pins = state.repo.pin_map(channel)
+    return jsonify(channel_view(fleet_state().store, channel, pins, package=package))
