@@ -282,6 +282,11 @@ def host_view(
     }
 
 
+def needed(hosts: int, percent: float) -> int:
+    """How many of ``hosts`` make ``percent`` %: rounded up, so 90% of 5 is 5; 0 of 0."""
+    return math.ceil(hosts * percent / 100 - 1e-9)
+
+
 @dataclass
 class Rollout:
     """One pinned package across a channel's fleet."""
@@ -298,11 +303,15 @@ class Rollout:
 
     def reached(self, percent: float) -> bool:
         """At least ``percent`` % of the live hosts run the pin (vacuously true for none)."""
-        return self.on_pin >= math.ceil(self.hosts * percent / 100 - 1e-9)
+        return self.on_pin >= needed(self.hosts, percent)
+
+    def counts(self) -> str:
+        """``37/40 hosts on 1.4.2-1; 3 behind`` (and ``; 2 stale`` when there are any)."""
+        text = f"{self.on_pin}/{self.hosts} hosts on {self.pin}; {self.behind} behind"
+        return text + (f"; {self.stale} stale" if self.stale else "")
 
     def line(self) -> str:
-        text = f"{self.package}: {self.on_pin}/{self.hosts} hosts on {self.pin}"
-        return text + f"; {self.behind} behind" + (f"; {self.stale} stale" if self.stale else "")
+        return f"{self.package}: {self.counts()}"
 
     def to_json(self) -> dict[str, Any]:
         return {
