@@ -7,7 +7,14 @@
   ``fleet.report_interval`` seconds *per server process* (429 with Retry-After).
 * ``GET /api/v1/channels/<ch>/hosts[?package=P]``: the fleet view (read role).
 
-The record store and the limiter live on ``app.extensions["aptship_fleet"]``.
+For ``/metrics`` (``aptship_hosts{channel,state}``) and the dashboard's rollout
+column, the fleet is read from per-channel snapshots reused for
+``fleet.cache_seconds``, so a scrape or a page view does not list storage each time.
+Under gunicorn's multiprocess metrics the gauge is computed at scrape time by the
+worker that answers (never written to the shared metric files).
+
+The record store, the limiter and the cached gauge live on
+``app.extensions["aptship_fleet"]``.
 """
 
 from __future__ import annotations
@@ -16,13 +23,25 @@ import math
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from flask.blueprints import BlueprintSetupState
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from publisher.errors import RateLimited, ReportTooLarge
-from publisher.fleet import FleetStore, channel_view, check_host_id, host_view, parse_report
+from publisher.fleet import (
+    FleetStore,
+    channel_view,
+    check_host_id,
+    host_view,
+    parse_report,
+    rollouts,
+    state_counts,
+)
 from repo_server.app import EXTENSION, ServerState, server_state
 from repo_server.auth import current_token, require
 
@@ -64,6 +83,8 @@ class RateLimiter:
 class FleetState:
     store: FleetStore
     limiter: RateLimiter
+    gauge: tuple[float, bytes] | None = None  # (monotonic time, rendered aptship_hosts)
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 @bp.record_once
@@ -119,3 +140,58 @@ def hosts(channel: str) -> Response:
     package = request.args.get("package") or None
     pins = state.repo.pin_map(channel)
     return jsonify(channel_view(fleet_state().store, channel, pins, package=package))
+
+
+# -- /metrics and the dashboard ---------------------------------------------------------
+class HostsCollector(Collector):
+    """``aptship_hosts{channel,state}`` from precomputed counts."""
+
+    def __init__(self, counts: dict[str, dict[str, int]]) -> None:
+        self.counts = counts
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        gauge = GaugeMetricFamily(
+            "aptship_hosts",
+            "Hosts that report to a channel, by state (converged, behind, stale)",
+            labels=["channel", "state"],
+        )
+        for channel, counts in self.counts.items():
+            for state, value in counts.items():
+                gauge.add_metric([channel, state], value)
+        yield gauge
+
+
+def hosts_metrics() -> bytes:
+    """The text exposition of ``aptship_hosts``, recomputed every ``fleet.cache_seconds``."""
+    state, fleet = server_state(), fleet_state()
+    limits = state.config.fleet
+    now = time.monotonic()
+    with fleet.lock:
+        cached = fleet.gauge
+    if cached is not None and now - cached[0] < limits.cache_seconds:
+        return cached[1]
+    counts = {}
+    for channel in state.config.channels:
+        records = fleet.store.snapshot(channel)
+        pins = state.repo.pin_map(channel) if records else {}
+        counts[channel] = state_counts(records, pins, time.time(), limits.stale_after)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(HostsCollector(counts))
+    text = bytes(generate_latest(registry))
+    with fleet.lock:
+        fleet.gauge = (now, text)
+    return text
+
+
+def channel_rollouts(channels: list[str]) -> dict[str, list[tuple[str, str]]]:
+    """package -> [(channel, "37/40 hosts on 1.4.2-1; 3 behind")], from the snapshots."""
+    state, store = server_state(), fleet_state().store
+    out: dict[str, list[tuple[str, str]]] = {}
+    for channel in channels:
+        records = store.snapshot(channel)
+        if not records:
+            continue
+        pins = state.repo.pin_map(channel)
+        for name, roll in rollouts(records, pins, time.time(), store.limits.stale_after).items():
+            out.setdefault(name, []).append((channel, roll.counts()))
+    return out
