@@ -40,8 +40,9 @@ def fleet(ctx: Context, channel: str, package: str | None = None) -> dict[str, A
     from publisher.fleet import FleetStore, channel_view
 
     repo = ctx.repo
-    pins = repo.pin_map(channel)
-    return channel_view(FleetStore(repo.storage, repo.config.fleet), channel, pins, package=package)
+    repo.config.channel(channel)
+    store = FleetStore(repo.storage, repo.config.fleet)
+    return channel_view(store, repo.states, channel, package=package)
 
 
 def host_line(host: dict[str, Any]) -> str:

@@ -48,6 +48,7 @@ from publisher.errors import (
     ReportTooLarge,
     StorageError,
 )
+from publisher.state import StateStore
 from publisher.storage.base import Storage
 from publisher.storage.keys import join_key
 from publisher.versions import check_package_name, check_version
@@ -508,14 +509,28 @@ class FleetStore:
                 snap.created[token] = snap.created.get(token, 0) + 1
 
 
+def pins_of(states: StateStore, channel: str, names: Iterable[str]) -> dict[str, str]:
+    """The channel's pins of ``names`` only: reads their state shards, not the channel's."""
+    view = states.view(channel)
+    out = {}
+    for name in sorted(set(names)):
+        ps = view.get(name)
+        if ps is not None and ps.pin:
+            out[name] = ps.pin
+    return out
+
+
+def record_pins(states: StateStore, channel: str, records: Iterable[HostRecord]) -> dict[str, str]:
+    """The pins of every package the ``records`` name."""
+    return pins_of(states, channel, {name for r in records for name in r.packages})
+
+
 def channel_view(
-    store: FleetStore,
-    channel: str,
-    pins: dict[str, str],
-    *,
-    package: str | None = None,
+    store: FleetStore, states: StateStore, channel: str, *, package: str | None = None
 ) -> dict[str, Any]:
     """Fresh records of ``channel`` as a :func:`fleet_view`."""
-    return fleet_view(
-        channel, store.records(channel), pins, store.limits.stale_after, package=package
-    )
+    records = store.records(channel)
+    pins = record_pins(states, channel, records)
+    if package:
+        pins |= pins_of(states, channel, [package])
+    return fleet_view(channel, records, pins, store.limits.stale_after, package=package)

@@ -39,6 +39,8 @@ from publisher.fleet import (
     check_host_id,
     host_view,
     parse_report,
+    pins_of,
+    record_pins,
     rollouts,
     state_counts,
 )
@@ -127,7 +129,7 @@ def report(channel: str, host_id: str) -> Response:
     parsed = parse_report(read_body(state.config.fleet.max_report_bytes), state.config.fleet)
     fleet.limiter.hit((token.name, channel, host_id))
     record = fleet.store.report(channel, host_id, token.name, parsed)
-    pins = state.repo.pin_map(channel)
+    pins = pins_of(state.repo.states, channel, record.packages)
     return jsonify(host_view(record, pins, time.time(), state.config.fleet.stale_after))
 
 
@@ -138,8 +140,7 @@ def hosts(channel: str) -> Response:
     state.config.channel(channel)
     require("read", channel)
     package = request.args.get("package") or None
-    pins = state.repo.pin_map(channel)
-    return jsonify(channel_view(fleet_state().store, channel, pins, package=package))
+    return jsonify(channel_view(fleet_state().store, state.repo.states, channel, package=package))
 
 
 # -- /metrics and the dashboard ---------------------------------------------------------
@@ -173,7 +174,7 @@ def hosts_metrics() -> bytes:
     counts = {}
     for channel in state.config.channels:
         records = fleet.store.snapshot(channel)
-        pins = state.repo.pin_map(channel) if records else {}
+        pins = record_pins(state.repo.states, channel, records)
         counts[channel] = state_counts(records, pins, time.time(), limits.stale_after)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(HostsCollector(counts))
@@ -191,7 +192,7 @@ def channel_rollouts(channels: list[str]) -> dict[str, list[tuple[str, str]]]:
         records = store.snapshot(channel)
         if not records:
             continue
-        pins = state.repo.pin_map(channel)
+        pins = record_pins(state.repo.states, channel, records)
         for name, roll in rollouts(records, pins, time.time(), store.limits.stale_after).items():
             out.setdefault(name, []).append((channel, roll.counts()))
     return out
