@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
@@ -50,6 +51,24 @@ def put(server: LiveServer, env: ServerEnv, who: str, host: str = HOST, **kw: An
     )
 
 
+def truncated_report(server: LiveServer, env: ServerEnv) -> bytes:
+    """A client that announces 1000 bytes, sends 40 and stops sending: the status line."""
+    host, port = server.url.removeprefix("http://").split(":")
+    auth = env.headers("read")["Authorization"]
+    head = (
+        f"PUT /api/v1/channels/staging/hosts/{HOST} HTTP/1.1\r\nHost: {host}\r\n"
+        f"Authorization: {auth}\r\nContent-Type: application/json\r\n"
+        "Content-Length: 1000\r\nConnection: close\r\n\r\n"
+    )
+    with socket.create_connection((host, int(port)), timeout=60) as sock:
+        sock.sendall(head.encode() + b'{"hostname": "web-1", "packages": {"svc"')
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
 def test_hostile_reports_and_rate_limit_on_gunicorn(make_env: EnvFactory, tmp_path: Path) -> None:
     with serving(make_env, tmp_path, report_interval=3600) as (env, server):
         repo_dir = tmp_path / "repo"
@@ -65,6 +84,7 @@ def test_hostile_reports_and_rate_limit_on_gunicorn(make_env: EnvFactory, tmp_pa
         chunks = (big[i : i + 4096].encode() for i in range(0, len(big), 4096))
         resp = put(server, env, "read", json=None, data=chunks)  # chunked: no Content-Length
         assert resp.status_code == 413
+        assert truncated_report(server, env).startswith(b"HTTP/1.1 400"), "truncated body"
         assert put(server, env, "nobody").status_code == 401
         assert put(server, env, "other").status_code == 403
         assert snapshot(repo_dir) == before, "a refused report changed the repository"
