@@ -1,6 +1,6 @@
 """``aptship hosts`` and ``--wait`` for promote/rollback: the fleet view on the command line.
 
-Both read the fleet through :mod:`publisher.fleet`: from storage with a local config,
+Both read the fleet through :mod:`publisher.fleet_store`: from storage with a local config,
 or from ``GET /api/v1/channels/<ch>/hosts`` with ``--server`` (docs/hosts.md).
 
 ``--wait`` is added to the existing ``promote`` and ``rollback`` commands by
@@ -37,7 +37,7 @@ def fleet(ctx: Context, channel: str, package: str | None = None) -> dict[str, A
         if not isinstance(ops, RemoteRepository):  # pragma: no cover - --server means remote
             raise TypeError("--server without a remote repository")
         return ops.fleet(channel, package)
-    from publisher.fleet import FleetStore, channel_view
+    from publisher.fleet_store import FleetStore, channel_view
 
     repo = ctx.repo
     repo.config.channel(channel)

@@ -2,7 +2,7 @@
 
 * ``PUT /api/v1/channels/<ch>/hosts/<host_id>``: a host's report, with its ``read``
   token for the channel.  The body is read with a hard limit before it is parsed,
-  validated whole by :func:`publisher.fleet.parse_report`, and only then stored: a
+  validated whole by :func:`publisher.host_report.parse_report`, and only then stored: a
   bad report changes nothing.  At most one report per (token, channel, host) every
   ``fleet.report_interval`` seconds *per server process* (429 with Retry-After).
 * ``GET /api/v1/channels/<ch>/hosts[?package=P]``: the fleet view (read role).
@@ -33,17 +33,9 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from publisher.errors import RateLimited, ReportTooLarge
-from publisher.fleet import (
-    FleetStore,
-    channel_view,
-    check_host_id,
-    host_view,
-    parse_report,
-    pins_of,
-    record_pins,
-    rollouts,
-    state_counts,
-)
+from publisher.fleet import host_view, rollouts, state_counts
+from publisher.fleet_store import FleetStore, channel_view, pins_of, record_pins
+from publisher.host_report import check_host_id, parse_report
 from repo_server.app import EXTENSION, ServerState, server_state
 from repo_server.auth import current_token, require
 

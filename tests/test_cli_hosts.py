@@ -12,7 +12,8 @@ from publisher.cli import Context, main
 from publisher.cli_hosts import parse_percent, wait_for_rollout
 from publisher.config import load_config
 from publisher.errors import RolloutTimeout, UsageError
-from publisher.fleet import FleetStore, Report
+from publisher.fleet_store import FleetStore
+from publisher.host_report import Report
 from publisher.repo import Repository
 from tests.test_cli import Cli
 from tests.test_cli import cli as cli

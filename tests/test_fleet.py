@@ -16,19 +16,9 @@ from publisher.errors import (
     InvalidReport,
     ReportTooLarge,
 )
-from publisher.fleet import (
-    FleetStore,
-    HostRecord,
-    Report,
-    fleet_view,
-    host_key,
-    host_view,
-    now_iso,
-    parse_iso,
-    parse_report,
-    rollouts,
-    state_counts,
-)
+from publisher.fleet import HostRecord, fleet_view, host_key, host_view, rollouts, state_counts
+from publisher.fleet_store import FleetStore
+from publisher.host_report import Report, now_iso, parse_iso, parse_report
 from publisher.storage.local import LocalStorage
 from tests.conftest import config_dict
 

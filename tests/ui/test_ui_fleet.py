@@ -7,7 +7,8 @@ from html.parser import HTMLParser
 
 from flask.testing import FlaskClient
 
-from publisher.fleet import FleetStore, Report
+from publisher.fleet_store import FleetStore
+from publisher.host_report import Report
 from publisher.tokens import TokenStore
 from tests.ui import ReleaseEnv
 from tests.ui.test_ui_pages import app as app
