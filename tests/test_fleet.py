@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -229,3 +230,33 @@ def test_host_ids_are_checked() -> None:
         with pytest.raises(InvalidReport):
             host_key("prod", bad)
     assert host_key("prod", "0" * 64).endswith("/prod/" + "0" * 64 + ".json")
+
+
+class RacingStorage(LocalStorage):
+    """Another token's report lands between our read and our write (once)."""
+
+    def __init__(self, root: Path, rival: Callable[[], None]) -> None:
+        super().__init__(root)
+        self.rival: Callable[[], None] | None = rival
+
+    def read_with_etag(self, key: str) -> tuple[bytes, str]:
+        try:
+            return super().read_with_etag(key)
+        finally:
+            if self.rival is not None:
+                rival, self.rival = self.rival, None
+                rival()
+
+
+def test_racing_tokens_never_overwrite_each_other(tmp_path: Path) -> None:
+    other = FleetStore(LocalStorage(tmp_path / "repo"), LIMITS)
+    storage = RacingStorage(
+        tmp_path / "repo", lambda: other.report("prod", "h1", "mallory", Report("m", {}))
+    )
+    with pytest.raises(HostOwned):
+        FleetStore(storage, LIMITS).report("prod", "h1", "alice", REPORT)
+    assert [(r.host_id, r.token) for r in other.records("prod")] == [("h1", "mallory")]
+    # the same race on an update: the compare-and-swap loses, re-reads, and wins cleanly
+    storage.rival = lambda: other.report("prod", "h1", "mallory", Report("m2", {}))
+    FleetStore(storage, LIMITS).report("prod", "h1", "mallory", REPORT)
+    assert other.records("prod")[0].hostname == "web-1"
