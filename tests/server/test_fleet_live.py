@@ -70,7 +70,8 @@ def truncated_report(server: LiveServer, env: ServerEnv) -> bytes:
 
 
 def test_hostile_reports_and_rate_limit_on_gunicorn(make_env: EnvFactory, tmp_path: Path) -> None:
-    with serving(make_env, tmp_path, report_interval=3600) as (env, server):
+    limits = {"report_interval": 3600, "max_hosts_per_token": 2, "cache_seconds": 0}
+    with serving(make_env, tmp_path, **limits) as (env, server):
         repo_dir = tmp_path / "repo"
         repo_dir.mkdir(exist_ok=True)
         before = snapshot(repo_dir)
@@ -98,6 +99,17 @@ def test_hostile_reports_and_rate_limit_on_gunicorn(make_env: EnvFactory, tmp_pa
         # another token cannot take the host over
         resp = put(server, env, "publish", json=report(hostname="evil"))
         assert resp.status_code == 403 and resp.json()["error"]["code"] == "host_owned"
+        # a token creates at most max_hosts_per_token hosts per channel, across workers
+        assert put(server, env, "read", host="second").status_code == 200
+        resp = put(server, env, "read", host="third")
+        assert resp.status_code == 403 and resp.json()["error"]["code"] == "host_limit"
+        unknown = requests.put(
+            f"{server.url}/api/v1/channels/nope/hosts/{HOST}",
+            json=report(),
+            headers=env.headers("admin"),
+            timeout=30,
+        )
+        assert unknown.status_code == 404
 
 
 def test_cli_remote_hosts_metrics_and_wait(
