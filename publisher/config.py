@@ -95,7 +95,8 @@ class FleetConfig:
     max_report_bytes: int = 64 * 1024
     max_packages: int = 1000
     max_hosts_per_token: int = 10_000
-    report_interval: float = 2.0  # seconds between two reports of one (token, host), per process
+    report_interval: float = 2.0  # seconds per report of one (token, host), per process
+    report_burst: int = 3  # reports of one (token, host) accepted at once
     stale_after: float = 3600.0  # seconds without a report before a host counts as stale
     cache_seconds: float = 15.0  # how long /metrics and the dashboard reuse a fleet snapshot
 
@@ -274,6 +275,7 @@ def _fleet(sec: _Section) -> FleetConfig:
         max_report_bytes=positive("max_report_bytes"),
         max_packages=positive("max_packages"),
         max_hosts_per_token=positive("max_hosts_per_token"),
+        report_burst=positive("report_burst"),
         report_interval=seconds("report_interval"),
         stale_after=seconds("stale_after"),
         cache_seconds=seconds("cache_seconds"),

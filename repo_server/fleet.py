@@ -3,8 +3,9 @@
 * ``PUT /api/v1/channels/<ch>/hosts/<host_id>``: a host's report, with its ``read``
   token for the channel.  The body is read with a hard limit before it is parsed,
   validated whole by :func:`publisher.host_report.parse_report`, and only then stored: a
-  bad report changes nothing.  At most one report per (token, channel, host) every
-  ``fleet.report_interval`` seconds *per server process* (429 with Retry-After).
+  bad report changes nothing.  Per (token, channel, host) and *per server process*:
+  ``fleet.report_burst`` reports at once, then one every ``fleet.report_interval``
+  seconds (429 with Retry-After).
 * ``GET /api/v1/channels/<ch>/hosts[?package=P]``: the fleet view (read role).
 
 For ``/metrics`` (``aptship_hosts{channel,state}``) and the dashboard's rollout
@@ -23,7 +24,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
@@ -46,31 +47,39 @@ LIMITER_SIZE = 100_000  # (token, channel, host) keys remembered by the rate lim
 
 @dataclass
 class RateLimiter:
-    """At most one event per key every ``interval`` seconds (this process only)."""
+    """A token bucket per key (this process only): ``burst`` events at once, then one
+    every ``interval`` seconds.  The burst lets a host's report after ``apt-get
+    update`` and the one after the ``apt-get install`` that follows both through."""
 
     interval: float
+    burst: int = 1
     size: int = LIMITER_SIZE
-    _last: OrderedDict[tuple[str, ...], float] = field(default_factory=OrderedDict)
+    clock: Callable[[], float] = time.monotonic
+    _buckets: OrderedDict[tuple[str, ...], tuple[float, float]] = field(
+        default_factory=OrderedDict
+    )  # key -> (tokens left, when)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def hit(self, key: tuple[str, ...]) -> None:
-        """Record an event for ``key``, or raise RateLimited if it comes too soon."""
+        """Take one token for ``key``, or raise RateLimited when its bucket is empty."""
         if self.interval <= 0:
             return
-        now = time.monotonic()
+        now = self.clock()
         with self._lock:
-            last = self._last.get(key)
-            if last is not None and now - last < self.interval:
-                wait = max(1, math.ceil(self.interval - (now - last)))
+            tokens, when = self._buckets.get(key, (float(self.burst), now))
+            tokens = min(float(self.burst), tokens + (now - when) / self.interval)
+            if tokens < 1:
+                wait = max(1, math.ceil((1 - tokens) * self.interval))
                 raise RateLimited(
-                    f"too many reports for this host; at most one every {self.interval:g}s "
-                    f"(fleet.report_interval); retry in {wait}s",
+                    f"too many reports for this host: {self.burst} at once, then one every "
+                    f"{self.interval:g}s (fleet.report_burst, fleet.report_interval); "
+                    f"retry in {wait}s",
                     retry_after=wait,
                 )
-            self._last[key] = now
-            self._last.move_to_end(key)
-            while len(self._last) > self.size:
-                self._last.popitem(last=False)
+            self._buckets[key] = (tokens - 1, now)
+            self._buckets.move_to_end(key)
+            while len(self._buckets) > self.size:
+                self._buckets.popitem(last=False)
 
 
 @dataclass
@@ -89,7 +98,8 @@ def _setup(setup: BlueprintSetupState) -> None:
     state: ServerState = app.extensions[EXTENSION]
     limits = state.config.fleet
     app.extensions[FLEET_EXTENSION] = FleetState(
-        FleetStore(state.repo.storage, limits), RateLimiter(limits.report_interval)
+        FleetStore(state.repo.storage, limits),
+        RateLimiter(limits.report_interval, limits.report_burst),
     )
 
 

@@ -12,8 +12,10 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from publisher.errors import RateLimited
 from publisher.tokens import TokenStore
 from repo_server import create_app
+from repo_server.fleet import RateLimiter
 from tests.conftest import snapshot
 from tests.server.conftest import BufferedClient, EnvFactory, ServerEnv
 from tests.test_fleet import HOSTILE
@@ -165,9 +167,10 @@ def test_oversized_reports(make_env: EnvFactory, tmp_path: Path) -> None:
 
 
 def test_rate_limit_per_token_and_host(make_env: EnvFactory) -> None:
-    env = with_fleet(make_env(), report_interval=3600)
+    env = with_fleet(make_env(), report_interval=3600, report_burst=2)
     client = make_client(env)
-    assert client.put(URL, json=report(), headers=env.headers("read")).status_code == 200
+    for _burst in range(2):
+        assert client.put(URL, json=report(), headers=env.headers("read")).status_code == 200
     resp = client.put(URL, json=report(), headers=env.headers("read"))
     assert resp.status_code == 429 and resp.json["error"]["code"] == "rate_limited"
     assert 1 <= int(resp.headers["Retry-After"]) <= 3600
@@ -192,3 +195,27 @@ def test_hosts_per_token_cap(make_env: EnvFactory) -> None:
         ).status_code
         == 200
     )
+
+
+def test_rate_limiter_token_bucket() -> None:
+    now = [1000.0]
+    limiter = RateLimiter(interval=2.0, burst=3, size=2, clock=lambda: now[0])
+    for _ in range(3):
+        limiter.hit(("t", "ch", "h"))
+    with pytest.raises(RateLimited) as info:
+        limiter.hit(("t", "ch", "h"))
+    assert info.value.retry_after == 2 and info.value.http_status == 429
+    now[0] += 2.0  # one token back
+    limiter.hit(("t", "ch", "h"))
+    with pytest.raises(RateLimited):
+        limiter.hit(("t", "ch", "h"))
+    now[0] += 3600  # refills up to the burst only
+    for _ in range(3):
+        limiter.hit(("t", "ch", "h"))
+    with pytest.raises(RateLimited):
+        limiter.hit(("t", "ch", "h"))
+    # memory is bounded: the oldest keys are forgotten (and start with a full burst)
+    limiter.hit(("t", "ch", "a"))
+    limiter.hit(("t", "ch", "b"))
+    assert len(limiter._buckets) == 2
+    RateLimiter(interval=0, clock=lambda: now[0]).hit(("any",))  # 0 turns it off
