@@ -114,10 +114,17 @@ def read_body(limit: int) -> bytes:
     too_large = ReportTooLarge(f"report is larger than {limit} bytes (fleet.max_report_bytes)")
     if announced is not None and announced > limit:
         raise too_large
-    body = request.stream.read(limit + 1)
-    if len(body) > limit:
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:  # a read may return less than asked: loop to the end or the limit
+        chunk = request.stream.read(limit + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    if size > limit:
         raise too_large
-    return body
+    return b"".join(chunks)
 
 
 @bp.put("/channels/<channel>/hosts/<host_id>")

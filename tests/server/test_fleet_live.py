@@ -89,6 +89,11 @@ def test_hostile_reports_and_rate_limit_on_gunicorn(make_env: EnvFactory, tmp_pa
         assert put(server, env, "nobody").status_code == 401
         assert put(server, env, "other").status_code == 403
         assert snapshot(repo_dir) == before, "a refused report changed the repository"
+        # a valid report sent chunked in small pieces is read whole
+        good = json.dumps(report(hostname="c" * 200)).encode()
+        pieces = (good[i : i + 7] for i in range(0, len(good), 7))
+        resp = put(server, env, "publish", host="chunked", json=None, data=pieces)
+        assert resp.status_code == 200 and resp.json()["hostname"] == "c" * 200
         # a burst of 3 per (token, host), then one an hour, in each of the 2 workers:
         # of 7 reports at least one is refused
         answers = [put(server, env, "read") for _ in range(7)]
