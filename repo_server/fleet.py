@@ -20,6 +20,7 @@ The record store, the limiter and the cached gauge live on
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -33,7 +34,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from publisher.errors import RateLimited, ReportTooLarge
+from publisher.errors import RateLimited, ReportTooLarge, StorageError
 from publisher.fleet import host_view, rollouts, state_counts
 from publisher.fleet_store import FleetStore, channel_view, pins_of, record_pins
 from publisher.host_report import check_host_id, parse_report
@@ -41,6 +42,7 @@ from repo_server.app import EXTENSION, ServerState, server_state
 from repo_server.auth import current_token, require
 
 bp = Blueprint("fleet", __name__)
+log = logging.getLogger("aptship.server")
 FLEET_EXTENSION = "aptship_fleet"
 LIMITER_SIZE = 100_000  # (token, channel, host) keys remembered by the rate limiter
 
@@ -181,10 +183,18 @@ def hosts_metrics() -> bytes:
     if cached is not None and now - cached[0] < limits.cache_seconds:
         return cached[1]
     counts = {}
-    for channel in state.config.channels:
-        records = fleet.store.snapshot(channel)
-        pins = record_pins(state.repo.states, channel, records)
-        counts[channel] = state_counts(records, pins, time.time(), limits.stale_after)
+    try:
+        for channel in state.config.channels:
+            records = fleet.store.snapshot(channel)
+            pins = record_pins(state.repo.states, channel, records)
+            counts[channel] = state_counts(records, pins, time.time(), limits.stale_after)
+    except StorageError as err:  # the other metrics are still worth a scrape
+        log.warning(
+            "aptship_hosts left out of /metrics: %s",
+            err.message,
+            extra={"event": "fleet_metrics_failed", "code": err.code},
+        )
+        return cached[1] if cached is not None else b""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(HostsCollector(counts))
     text = bytes(generate_latest(registry))

@@ -12,10 +12,10 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from publisher.errors import RateLimited
+from publisher.errors import RateLimited, StorageError
 from publisher.tokens import TokenStore
 from repo_server import create_app
-from repo_server.fleet import RateLimiter
+from repo_server.fleet import FLEET_EXTENSION, RateLimiter
 from tests.conftest import snapshot
 from tests.server.conftest import BufferedClient, EnvFactory, ServerEnv
 from tests.test_fleet import HOSTILE
@@ -219,3 +219,21 @@ def test_rate_limiter_token_bucket() -> None:
     limiter.hit(("t", "ch", "b"))
     assert len(limiter._buckets) == 2
     RateLimiter(interval=0, clock=lambda: now[0]).hit(("any",))  # 0 turns it off
+
+
+def test_metrics_survive_a_failing_fleet_read(
+    fleet_env: ServerEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app: Flask = create_app(fleet_env.config_path)
+    client = app.test_client()
+
+    def broken(channel: str) -> list[Any]:
+        raise StorageError("storage unreachable")
+
+    monkeypatch.setattr(app.extensions[FLEET_EXTENSION].store, "snapshot", broken)
+    resp = client.get("/metrics", headers=fleet_env.headers("admin"))
+    assert resp.status_code == 200
+    assert "aptship_http_requests_total" in resp.text and "aptship_hosts" not in resp.text
+    monkeypatch.undo()
+    resp = client.get("/metrics", headers=fleet_env.headers("admin"))
+    assert 'aptship_hosts{channel="staging",state="converged"} 0.0' in resp.text
