@@ -405,6 +405,9 @@ def _register_subcommands() -> None:
 
     for command in (debianize, build, token, serve):
         cli.add_command(command)
+    from publisher.cli_hosts import register  # `hosts`, and --wait on promote/rollback
+
+    register(cli)
 
 
 _register_subcommands()

@@ -89,6 +89,19 @@ class ServerConfig:
 
 
 @dataclass(frozen=True)
+class FleetConfig:
+    """Host reports and the fleet view (docs/hosts.md, "Fleet view")."""
+
+    max_report_bytes: int = 64 * 1024
+    max_packages: int = 1000
+    max_hosts_per_token: int = 10_000
+    report_interval: float = 2.0  # seconds per report of one (token, host), per process
+    report_burst: int = 3  # reports of one (token, host) accepted at once
+    stale_after: float = 3600.0  # seconds without a report before a host counts as stale
+    cache_seconds: float = 15.0  # how long /metrics and the dashboard reuse a fleet snapshot
+
+
+@dataclass(frozen=True)
 class AptlyConfig:
     url: str
     username: str | None = None
@@ -123,6 +136,7 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     signing: SigningConfig = field(default_factory=SigningConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
+    fleet: FleetConfig = field(default_factory=FleetConfig)
     channels: dict[str, ChannelConfig] = field(default_factory=dict)
 
     def channel(self, name: str) -> ChannelConfig:
@@ -244,6 +258,32 @@ def _server(sec: _Section) -> ServerConfig:
     return cfg
 
 
+def _fleet(sec: _Section) -> FleetConfig:
+    def positive(key: str) -> int:
+        value: int = sec.get(key, int, getattr(FleetConfig, key))
+        if value <= 0:
+            raise sec.fail(key, "must be positive")
+        return value
+
+    def seconds(key: str) -> float:
+        value = sec.get(key, (int, float), getattr(FleetConfig, key))
+        if isinstance(value, bool) or value < 0:
+            raise sec.fail(key, "must be a number of seconds, 0 or more")
+        return float(value)
+
+    cfg = FleetConfig(
+        max_report_bytes=positive("max_report_bytes"),
+        max_packages=positive("max_packages"),
+        max_hosts_per_token=positive("max_hosts_per_token"),
+        report_burst=positive("report_burst"),
+        report_interval=seconds("report_interval"),
+        stale_after=seconds("stale_after"),
+        cache_seconds=seconds("cache_seconds"),
+    )
+    sec.finish()
+    return cfg
+
+
 def _aptly(sec: _Section) -> AptlyConfig:
     url = sec.get("url", str, None)
     if not url or not url.startswith(("http://", "https://")):
@@ -334,6 +374,7 @@ def parse_config(data: dict[str, Any], cfg_path: Path) -> Config:
         raise ConfigError(f"{cfg_path}: missing [signing] table")
     signing = _signing(_Section(top.get("signing", dict), "signing", cfg_path))
     server = _server(_Section(top.get("server", dict, {}), "server", cfg_path))
+    fleet = _fleet(_Section(top.get("fleet", dict, {}), "fleet", cfg_path))
     aptly = _aptly(_Section(top.get("aptly", dict), "aptly", cfg_path)) if "aptly" in data else None
     if engine == "aptly" and aptly is None:
         raise ConfigError(f"{cfg_path}: repository.engine = 'aptly' needs an [aptly] table")
@@ -362,5 +403,6 @@ def parse_config(data: dict[str, Any], cfg_path: Path) -> Config:
         storage=storage,
         signing=signing,
         server=server,
+        fleet=fleet,
         channels=channels,
     )

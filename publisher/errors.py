@@ -128,3 +128,52 @@ class VerifyFailed(AptshipError):
     code = "verify_failed"
     exit_code = 9
     http_status = 500
+
+
+class InvalidReport(UsageError):
+    """A host report (``PUT /api/v1/channels/<ch>/hosts/<id>``) that is not well formed."""
+
+    code = "invalid_report"
+    http_status = 400
+
+
+class ReportTooLarge(InvalidReport):
+    """A host report body past ``fleet.max_report_bytes``."""
+
+    code = "report_too_large"
+    http_status = 413
+
+
+class HostOwned(Forbidden):
+    """A report for a host record that another token created."""
+
+    code = "host_owned"
+
+
+class HostLimit(Forbidden):
+    """A token that already created ``fleet.max_hosts_per_token`` hosts in a channel."""
+
+    code = "host_limit"
+
+
+class RateLimited(AptshipError):
+    """Too many requests for one (token, host); retry after ``retry_after`` seconds."""
+
+    code = "rate_limited"
+    exit_code = 7
+    http_status = 429
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RolloutTimeout(AptshipError):
+    """``--wait`` gave up: too few hosts reported the new pin before the timeout.
+
+    The promote or rollback itself stays committed.
+    """
+
+    code = "rollout_timeout"
+    exit_code = 10
+    http_status = 504

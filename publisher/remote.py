@@ -212,3 +212,9 @@ class RemoteRepository:
         params = {k: v for k, v in (("channel", channel), ("package", package)) if v}
         result: list[dict[str, Any]] = self._json("GET", "/history", params=params)
         return result
+
+    def fleet(self, channel: str, package: str | None = None) -> dict[str, Any]:
+        """The fleet view of ``channel`` (docs/hosts.md, "Fleet view")."""
+        params = {"package": package} if package else None
+        result: dict[str, Any] = self._json("GET", f"/channels/{_q(channel)}/hosts", params=params)
+        return result

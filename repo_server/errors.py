@@ -26,7 +26,7 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from publisher.errors import AptshipError
+from publisher.errors import AptshipError, RateLimited
 
 log = logging.getLogger("aptship.server")
 REALM = 'Basic realm="aptship"'
@@ -37,6 +37,7 @@ _HTTP_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     413: "too_large",
+    429: "rate_limited",
     416: "range_not_satisfiable",
 }
 # Attributes every LogRecord has; anything else was passed with ``extra=``.
@@ -71,7 +72,8 @@ def _aptship_error(err: AptshipError) -> Response:
             err.message,
             extra={"event": "error", "code": err.code, "path": request.path},
         )
-    return error_response(err.http_status, err.code, err.message)
+    headers = {"Retry-After": str(err.retry_after)} if isinstance(err, RateLimited) else None
+    return error_response(err.http_status, err.code, err.message, headers)
 
 
 def _http_error(err: HTTPException) -> Response:

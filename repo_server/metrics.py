@@ -28,6 +28,7 @@ from prometheus_client import (
 
 from repo_server.app import server_state
 from repo_server.auth import require_role
+from repo_server.fleet import hosts_metrics
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 bp = Blueprint("metrics", __name__)
@@ -112,4 +113,5 @@ def metrics() -> Response:
     state = server_state()
     if not state.config.server.metrics_public:
         require_role("admin")
-    return Response(state.metrics.render(), mimetype=CONTENT_TYPE_LATEST)
+    body = state.metrics.render() + hosts_metrics()  # aptship_hosts: computed at scrape time
+    return Response(body, mimetype=CONTENT_TYPE_LATEST)

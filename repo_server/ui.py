@@ -67,6 +67,7 @@ from publisher.state import PackageState, PinEvent
 from publisher.tokens import Token
 from repo_server.app import EXTENSION, ServerState, server_state
 from repo_server.auth import readable_channels, require
+from repo_server.fleet import channel_rollouts
 
 PREFIX = "/ui"
 bp = Blueprint("ui", __name__, url_prefix=PREFIX)
@@ -397,6 +398,7 @@ def overview() -> str:
         sources=sources,
         rows=rows,
         matching=matching,
+        rollouts=channel_rollouts(channels),
         q=query,
         here=this_page(),
     )
