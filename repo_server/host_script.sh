@@ -145,16 +145,25 @@ for conf in "$prefix"/etc/aptship/channels/*; do
     body="$body}"
     target="$url/api/v1/channels/$channel/hosts/$id"
     if command -v curl >/dev/null 2>&1; then
-        printf 'user = "token:%s"\n' "$secret" | curl -fsS -K - --max-time 10 -X PUT \
+        # --retry: a 429 is retried once, after the server's Retry-After
+        printf 'user = "token:%s"\n' "$secret" | curl -fsS -K - --max-time 10 \
+            --retry 1 --retry-max-time 15 -X PUT \
             -H 'Content-Type: application/json' --data-binary "$body" "$target" >/dev/null \
             || echo "aptship-report: $channel: report not accepted" >&2
     elif command -v python3 >/dev/null 2>&1; then
         if ! APTSHIP_SECRET="$secret" python3 - "$target" "$body" <<'PY'
-import base64, os, sys, urllib.request
+import base64, os, sys, time, urllib.error, urllib.request
 auth = base64.b64encode(("token:" + os.environ["APTSHIP_SECRET"]).encode()).decode()
 req = urllib.request.Request(sys.argv[1], data=sys.argv[2].encode(), method="PUT",
     headers={"Content-Type": "application/json", "Authorization": "Basic " + auth})
-urllib.request.urlopen(req, timeout=10).close()
+try:
+    urllib.request.urlopen(req, timeout=10).close()
+except urllib.error.HTTPError as err:
+    if err.code != 429:
+        raise
+    wait = err.headers.get("Retry-After", "2")
+    time.sleep(min(int(wait) if wait.isdigit() else 2, 15))
+    urllib.request.urlopen(req, timeout=10).close()
 PY
         then
             echo "aptship-report: $channel: report not accepted" >&2

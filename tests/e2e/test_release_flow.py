@@ -12,6 +12,7 @@ agent converges a host by itself; then an exact version, and purge.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from collections.abc import Callable
@@ -54,6 +55,12 @@ def configure_host(root: Path, url: str, channel: str, token: str, host_id: str)
     assert script.status_code == 200, script.text
     (root / "tmp" / "aptship-setup.sh").write_text(script.text)
     in_root(root, f"APTSHIP_HOST_ID={host_id} sh /tmp/aptship-setup.sh")
+
+
+def fleet(url: str, token: str) -> dict[str, str]:
+    """``aptship hosts --channel prod --json`` through the server: host id -> state."""
+    out = cli("--server", url, "hosts", "--channel", "prod", "--json", APTSHIP_TOKEN=token)
+    return {h["host_id"]: h["state"] for h in json.loads(out)["hosts"]}
 
 
 def converge(root: Path) -> str:
@@ -102,19 +109,25 @@ def test_service_goes_from_source_to_host_and_back(
             assert auth == 0o600
             assert converge(root) == "1.0.0-1"
             assert in_root(root, SERVICE).stdout.strip() == "hello-service 1.0.0"
+        # each host reported after its update and its dpkg run
+        assert fleet(server.url, prod_host) == {"web-1": "converged", "web-2": "converged"}
 
         # promote: both hosts upgrade with `apt-get update && apt-get install -y` alone
         promote(f"{SERVICE}=1.1.0-1", "dev", "staging")
         promote(SERVICE, "staging", "prod")
+        assert fleet(server.url, prod_host) == {"web-1": "behind", "web-2": "behind"}
         for root in hosts.values():
             assert converge(root) == "1.1.0-1"
             assert in_root(root, SERVICE).stdout.strip() == "hello-service 1.1.0"
 
         # roll back: both downgrade the same way, with no extra flags
+        assert fleet(server.url, prod_host) == {"web-1": "converged", "web-2": "converged"}
         cli(*remote, "rollback", SERVICE, "--channel", "prod", APTSHIP_TOKEN=rm_token)
+        assert fleet(server.url, prod_host) == {"web-1": "behind", "web-2": "behind"}
         for root in hosts.values():
             assert converge(root) == "1.0.0-1"
             assert in_root(root, SERVICE).stdout.strip() == "hello-service 1.0.0"
+        assert fleet(server.url, prod_host) == {"web-1": "converged", "web-2": "converged"}
 
         # an image build: the script runs outside the root, apt runs inside it later
         script = requests.get(
@@ -133,6 +146,8 @@ def test_service_goes_from_source_to_host_and_back(
         follow = in_root(image, "/usr/local/sbin/aptship-follow")
         assert f"{SERVICE}=1.0.0-1" in follow.stdout, follow.stdout
         assert installed_version(image) == "1.0.0-1"
+        image_id = (image / "etc/aptship/host-id").read_text().strip()
+        assert fleet(server.url, prod_host)[image_id] == "converged"
         assert (
             "every pinned package is on its pin"
             in in_root(image, "/usr/local/sbin/aptship-follow").stdout

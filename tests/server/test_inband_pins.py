@@ -57,6 +57,14 @@ def test_apt_follows_the_pins_with_update_alone(
         assert Path(where.stdout.strip()).resolve() == pref.resolve(), where.output
         assert "Pin: version 2.0-1" in pref.read_text()
         assert candidate(apt, "hello")[0] == "2.0-1"
+        # apt ran the fleet reporter (curl) after the update: hello is pinned, not installed
+        host_id = (apt.root / "etc/aptship/host-id").read_text().strip()
+        seen = requests.get(
+            f"{server.url}/api/v1/channels/dev/hosts", auth=("t", env.secrets["read"]), timeout=30
+        ).json()
+        (record,) = [h for h in seen["hosts"] if h["host_id"] == host_id]
+        assert record["packages"] == {"hello": None}
+        assert record["apt_update"]
 
         # a rollback moves the pin down; apt follows it with `apt-get update` alone
         repo.rollback("hello", "dev")
