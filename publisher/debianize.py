@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import time
 import tomllib
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,6 +33,8 @@ from publisher.versions import PACKAGE_RE, strip_epoch
 INSTALL_ROOT = "/opt/venvs"
 PYTHON = "/usr/bin/python3"
 SYSTEM_WHEELS = "/usr/share/python-wheels"
+# Where debian/rules copies the project for pip (see render_rules).
+SOURCE_COPY = "debian/aptship-src"
 MAINTAINER_RE = re.compile(r"^[^<>@\s][^<>]*\s<[^<>\s@]+@[^<>\s@]+>$")
 # Console script names that make a valid, unsurprising file name in /usr/bin.
 SCRIPT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
@@ -292,7 +295,20 @@ def render_control(p: Project) -> str:
 
 
 def render_rules(p: Project) -> str:
-    args = ["--builtin-venv", f"--python {PYTHON}"]
+    """``debian/rules``: dh with dh-virtualenv, which pip-installs a copy of the project.
+
+    The copy (``debian/aptship-src``, without ``debian/``) is what pip builds:
+    setuptools' automatic discovery in a flat-layout project would otherwise take
+    ``debian/`` for a second top-level package and refuse to build.
+    """
+    # pip --verbose: dh_virtualenv gives pip a --log file that it deletes, and pip then
+    # prints a failing build backend's output (the cause) only when verbose.
+    args = [
+        "--builtin-venv",
+        f"--python {PYTHON}",
+        f"--sourcedirectory={SOURCE_COPY}",
+        "--extra-pip-arg=--verbose",
+    ]
     env = [f"export DH_VIRTUALENV_INSTALL_ROOT={INSTALL_ROOT}"]
     if p.hermetic:
         args += ["--extra-pip-arg=--no-index", f"--extra-pip-arg=--find-links={SYSTEM_WHEELS}"]
@@ -310,7 +326,11 @@ def render_rules(p: Project) -> str:
         "# Written by `aptship debianize` from pyproject.toml.\n\n"
         + "\n".join(env)
         + "\n\n%:\n\tdh $@ --with python-virtualenv\n\n"
-        f"override_dh_virtualenv:\n\t{dh_virtualenv}\n\n"
+        "# pip builds a copy of the project without debian/ (flat-layout discovery).\n"
+        f"override_dh_virtualenv:\n\trm -rf {SOURCE_COPY}\n\tmkdir {SOURCE_COPY}\n"
+        f"\ttar -cf - --exclude=./debian . | tar -xf - -C {SOURCE_COPY}\n"
+        f"\t{dh_virtualenv}\n\n"
+        f"override_dh_clean:\n\tdh_clean\n\trm -rf {SOURCE_COPY}\n\n"
         "# Nothing to normalise in a virtualenv, and it costs seconds.\n"
         "override_dh_strip_nondeterminism:\n\n"
         "# gzip -1: much faster than the xz default for a large virtualenv.\n"
@@ -426,19 +446,54 @@ def _check_version_matches(project_dir: Path, debian_version: str) -> None:
     if not isinstance(version, str):
         return
     expected = pep440.debian_upstream_version(version)
-    upstream = debian_version.rsplit("-", 1)[0] if "-" in debian_version else debian_version
+    upstream = debian_version.rpartition("-")[0] or debian_version
     if upstream != expected:
+        wanted = f"{expected}-1"  # what `debianize --force` writes (default --revision 1)
         raise UsageError(
             f"debian/changelog is at {debian_version} but pyproject.toml's version {version} "
-            f"maps to {expected}: run `aptship debianize --force {project_dir}` (or add a "
-            "changelog entry) before building"
+            f"is Debian version {wanted}: run `aptship debianize --force {project_dir}` "
+            f"(or add a {wanted} changelog entry) before building"
         )
 
 
-def _stream(lines: Iterable[str], log: TextIO) -> None:
-    for line in lines:
-        log.write(line)
-        log.flush()
+LOG_TAIL_LINES = 60  # lines of a failed build's log quoted in the error
+LOG_ERROR_LINES = 10  # earlier lines that say "error", quoted when not in the tail
+LOG_LINE_CHARS = 400  # each quoted line is cut to this length
+
+
+class BuildLog:
+    """Copies the build output to ``log`` and keeps what a failure message quotes:
+    the last lines, and the last lines that say "error" (bounded, never the whole log)."""
+
+    ERROR_RE = re.compile(r"\berror\b", re.IGNORECASE)
+
+    def __init__(self, log: TextIO) -> None:
+        self.log = log
+        self.tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
+        self.errors: deque[str] = deque(maxlen=LOG_ERROR_LINES)
+        self.count = 0
+
+    def stream(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.log.write(line)
+            self.log.flush()
+            self.count += 1
+            kept = line.rstrip("\n")[:LOG_LINE_CHARS]
+            self.tail.append(kept)
+            if self.ERROR_RE.search(kept):
+                self.errors.append(kept)
+
+    def excerpt(self) -> str:
+        """The error lines that scrolled out of the tail, then the tail."""
+        parts = []
+        earlier = [e for e in self.errors if e not in self.tail]
+        if earlier:
+            parts.append("errors earlier in the log:")
+            parts += [f"  | {e}" for e in earlier]
+        skipped = self.count - len(self.tail)
+        parts.append(f"last {len(self.tail)} of {self.count} log lines:" if skipped else "log:")
+        parts += [f"  | {line}" for line in self.tail]
+        return "\n".join(parts)
 
 
 def build(project_dir: Path, *, log: TextIO) -> list[BuiltDeb]:
@@ -464,6 +519,7 @@ def build(project_dir: Path, *, log: TextIO) -> list[BuiltDeb]:
 
     env = dict(os.environ, PIP_NO_INPUT="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
     started = time.time()
+    output = BuildLog(log)
     with subprocess.Popen(
         ["dpkg-buildpackage", "-us", "-uc", "-b"],
         cwd=project_dir,
@@ -474,11 +530,11 @@ def build(project_dir: Path, *, log: TextIO) -> list[BuiltDeb]:
         text=True,
         errors="replace",
     ) as proc:
-        _stream(proc.stdout or (), log)
+        output.stream(proc.stdout or ())
     if proc.returncode != 0:
         raise InvalidPackage(
             f"build failed: dpkg-buildpackage exited with status {proc.returncode} in "
-            f"{project_dir} (see the dpkg-buildpackage output above)"
+            f"{project_dir}; {output.excerpt()}"
         )
 
     built = []
