@@ -126,3 +126,25 @@ def test_publish_help_names_no_missing_argument() -> None:
     text = CliRunner().invoke(cli, ["publish", "--help"]).output
     assert "CHANNEL" not in text
     assert "Usage: cli publish [OPTIONS] FILES..." in text
+
+
+def test_exit_code_table_matches_the_error_tree() -> None:
+    """docs/cli.md's exit table is the tree in publisher/errors.py: one code per class."""
+    from publisher import errors
+
+    rows = re.findall(r"^\| (\d) \| ([^|]+) \|", DOC.read_text(), flags=re.M)
+    documented = {
+        name: int(code) for code, classes in rows for name in re.findall(r"`(\w+)`", classes)
+    }
+    assert documented.pop("AptshipError", None) == 1
+    for name, code in documented.items():
+        cls = getattr(errors, name)
+        assert issubclass(cls, errors.AptshipError) and cls.exit_code == code, name
+    tree: list[type[errors.AptshipError]] = [errors.AptshipError]
+    for cls in tree:
+        tree.extend(cls.__subclasses__())
+        if cls is errors.AptshipError or cls.__name__ in documented:
+            continue
+        # an undocumented class is an internal refinement of a documented parent
+        parents = [p for p in cls.__mro__[1:] if p.__name__ in documented]
+        assert parents and parents[0].exit_code == cls.exit_code, cls.__name__
