@@ -136,6 +136,131 @@ def _homepage(project: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _tables(data: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """([project], [tool.aptship]) of a parsed pyproject.toml, empty when absent."""
+    project = data.get("project")
+    tools = data.get("tool")
+    tool = tools.get("aptship") if isinstance(tools, dict) else None
+    return (
+        project if isinstance(project, dict) else {},
+        tool if isinstance(tool, dict) else {},
+    )
+
+
+def _read_name(project: Mapping[str, Any], problems: list[str]) -> tuple[str, str]:
+    """(project name, Debian package name)."""
+    name = project.get("name")
+    if not isinstance(name, str) or not name.strip():
+        problems.append("name: set [project] name")
+        return "", ""
+    package = debian_package_name(name)
+    if not PACKAGE_RE.match(package):
+        problems.append(
+            f"name: {name!r} gives the Debian package name {package!r}, which Debian does "
+            "not allow (lowercase letters, digits and + - ., at least 2 characters)"
+        )
+    return name, package
+
+
+def _read_version(
+    project: Mapping[str, Any], version: str | None, revision: str, problems: list[str]
+) -> tuple[str | None, str]:
+    """(normalized PEP 440 version, Debian version) from --version or [project] version."""
+    static = project.get("version")
+    static = static.strip() if isinstance(static, str) and static.strip() else None
+    if version is not None and static is not None:
+        # pip builds the wheel with pyproject's version: the .deb must say the same.
+        try:
+            differs = pep440.parse(version) != pep440.parse(static)
+        except UsageError:
+            differs = False  # reported below
+        if differs:
+            problems.append(
+                f"version: pyproject.toml says {static} but --version says {version}; "
+                "drop --version or change pyproject.toml"
+            )
+    if version is None:
+        if static is not None:
+            version = static
+        elif "version" in (project.get("dynamic") or []):
+            problems.append(
+                "version: it is dynamic in pyproject.toml; pass the version to package "
+                "with --version (e.g. --version 1.2.0)"
+            )
+        else:
+            problems.append("version: set [project] version or pass --version")
+    if version is None:
+        return None, ""
+    try:
+        version = str(pep440.parse(version))
+        return version, pep440.debian_version(version, revision)
+    except UsageError as exc:
+        problems.append(f"version: {exc.message}")
+        return version, ""
+
+
+def _read_description(project: Mapping[str, Any], problems: list[str]) -> str:
+    description = project.get("description")
+    if not isinstance(description, str) or not description.strip():
+        problems.append("description: set [project] description (one line, the package synopsis)")
+        return ""
+    return " ".join(description.split())
+
+
+def _read_maintainer(
+    project: Mapping[str, Any], maintainer: str | None, problems: list[str]
+) -> str | None:
+    """--maintainer, else the first [project] maintainer or author with an email."""
+    if maintainer is not None:
+        maintainer = maintainer.strip()
+        if not MAINTAINER_RE.match(maintainer):
+            problems.append(f"maintainer: --maintainer {maintainer!r} is not 'Name <email>'")
+        return maintainer
+    found = _first_maintainer(project)
+    if found is None:
+        problems.append(
+            "maintainer: no [project] maintainers or authors entry has both a name and an "
+            "email; add one or pass --maintainer 'Name <email>'"
+        )
+    return found
+
+
+def _read_scripts(project: Mapping[str, Any], problems: list[str]) -> tuple[str, ...]:
+    raw_scripts = project.get("scripts") or {}
+    if not isinstance(raw_scripts, dict):
+        problems.append("scripts: [project.scripts] must be a table of name = 'module:func'")
+        return ()
+    scripts = []
+    for script in raw_scripts:
+        if SCRIPT_RE.match(script):
+            scripts.append(script)
+        else:
+            problems.append(f"scripts: {script!r} is not a usable command name for /usr/bin")
+    return tuple(sorted(scripts))
+
+
+def _read_python_depends(project: Mapping[str, Any], problems: list[str]) -> str:
+    requires_python = project.get("requires-python")
+    if requires_python is None:
+        return "python3"
+    try:
+        return python_dependency(str(requires_python))
+    except (InvalidSpecifier, UsageError):
+        problems.append(f"requires-python: {requires_python!r} is not a version specifier")
+        return "python3"
+
+
+def _read_hermetic(tool: Mapping[str, Any], hermetic: bool | None, problems: list[str]) -> bool:
+    """--hermetic/--no-hermetic, else [tool.aptship] hermetic, else False."""
+    if hermetic is not None:
+        return hermetic
+    setting = tool.get("hermetic", False)
+    if not isinstance(setting, bool):
+        problems.append("tool.aptship.hermetic: must be true or false")
+        return False
+    return setting
+
+
 def read_project(
     project_dir: Path,
     *,
@@ -145,104 +270,15 @@ def read_project(
     hermetic: bool | None = None,
 ) -> Project:
     """Read and check ``pyproject.toml``; raise one :class:`UsageError` naming every gap."""
-    data = load_pyproject(project_dir)
-    project = data.get("project")
-    if not isinstance(project, dict):
-        project = {}
-    tools = data.get("tool")
-    tool = tools.get("aptship") if isinstance(tools, dict) else None
-    if not isinstance(tool, dict):
-        tool = {}
-    dynamic = project.get("dynamic") or []
+    project, tool = _tables(load_pyproject(project_dir))
     problems: list[str] = []
-
-    name = project.get("name")
-    package = ""
-    if not isinstance(name, str) or not name.strip():
-        problems.append("name: set [project] name")
-        name = ""
-    else:
-        package = debian_package_name(name)
-        if not PACKAGE_RE.match(package):
-            problems.append(
-                f"name: {name!r} gives the Debian package name {package!r}, which Debian does "
-                "not allow (lowercase letters, digits and + - ., at least 2 characters)"
-            )
-
-    static = project.get("version")
-    if version is not None and isinstance(static, str) and static.strip():
-        # pip builds the wheel with pyproject's version: the .deb must say the same.
-        try:
-            differs = pep440.parse(version) != pep440.parse(static.strip())
-        except UsageError:
-            differs = False  # reported below
-        if differs:
-            problems.append(
-                f"version: pyproject.toml says {static.strip()} but --version says {version}; "
-                "drop --version or change pyproject.toml"
-            )
-    if version is None:
-        if isinstance(static, str) and static.strip():
-            version = static.strip()
-        elif "version" in dynamic:
-            problems.append(
-                "version: it is dynamic in pyproject.toml; pass the version to package "
-                "with --version (e.g. --version 1.2.0)"
-            )
-        else:
-            problems.append("version: set [project] version or pass --version")
-    debian_version = ""
-    if version is not None:
-        try:
-            version = str(pep440.parse(version))
-            debian_version = pep440.debian_version(version, revision)
-        except UsageError as exc:
-            problems.append(f"version: {exc.message}")
-
-    description = project.get("description")
-    if not isinstance(description, str) or not description.strip():
-        problems.append("description: set [project] description (one line, the package synopsis)")
-        description = ""
-    description = " ".join(description.split())
-
-    if maintainer is not None:
-        maintainer = maintainer.strip()
-        if not MAINTAINER_RE.match(maintainer):
-            problems.append(f"maintainer: --maintainer {maintainer!r} is not 'Name <email>'")
-    else:
-        maintainer = _first_maintainer(project)
-        if maintainer is None:
-            problems.append(
-                "maintainer: no [project] maintainers or authors entry has both a name and an "
-                "email; add one or pass --maintainer 'Name <email>'"
-            )
-
-    raw_scripts = project.get("scripts") or {}
-    scripts: list[str] = []
-    if not isinstance(raw_scripts, dict):
-        problems.append("scripts: [project.scripts] must be a table of name = 'module:func'")
-    else:
-        for script in raw_scripts:
-            if SCRIPT_RE.match(script):
-                scripts.append(script)
-            else:
-                problems.append(f"scripts: {script!r} is not a usable command name for /usr/bin")
-
-    requires_python = project.get("requires-python")
-    python_depends = "python3"
-    if requires_python is not None:
-        try:
-            python_depends = python_dependency(str(requires_python))
-        except (InvalidSpecifier, UsageError):
-            problems.append(f"requires-python: {requires_python!r} is not a version specifier")
-
-    if hermetic is None:
-        setting = tool.get("hermetic", False)
-        if not isinstance(setting, bool):
-            problems.append("tool.aptship.hermetic: must be true or false")
-            setting = False
-        hermetic = setting
-
+    name, package = _read_name(project, problems)
+    version, debian_version = _read_version(project, version, revision, problems)
+    description = _read_description(project, problems)
+    maintainer = _read_maintainer(project, maintainer, problems)
+    scripts = _read_scripts(project, problems)
+    python_depends = _read_python_depends(project, problems)
+    hermetic = _read_hermetic(tool, hermetic, problems)
     if problems:
         raise UsageError(
             f"{project_dir / 'pyproject.toml'} lacks what a Debian package needs:\n  - "
@@ -258,7 +294,7 @@ def read_project(
         debian_version=debian_version,
         description=description,
         maintainer=maintainer,
-        scripts=tuple(sorted(scripts)),
+        scripts=scripts,
         python_depends=python_depends,
         homepage=_homepage(project),
         hermetic=hermetic,
