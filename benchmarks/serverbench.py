@@ -200,7 +200,7 @@ def _status(url: str, header: str | None) -> int:
 
 def server_command(config_path: Path, port: int, env: dict[str, str]) -> tuple[list[str], str]:
     """``aptship serve --bind``; while that command does not exist yet, gunicorn directly
-    with the project's ``conf/gunicorn.conf.py`` and ``repo_server:create_app()``."""
+    with the project's ``repo_server/gunicorn_conf.py`` and ``repo_server:create_app()``."""
     probe = subprocess.run(
         [APTSHIP, "serve", "--help"], env=env, capture_output=True, timeout=60, check=False
     )
@@ -208,13 +208,13 @@ def server_command(config_path: Path, port: int, env: dict[str, str]) -> tuple[l
         cmd = [APTSHIP, "--config", str(config_path), "serve", "--bind", f"127.0.0.1:{port}"]
         return cmd, "aptship serve --bind 127.0.0.1:PORT"
     gunicorn = str(Path(APTSHIP).parent / "gunicorn")
-    conf = REPO_ROOT / "conf" / "gunicorn.conf.py"
+    conf = REPO_ROOT / "repo_server" / "gunicorn_conf.py"
     cmd = [gunicorn, "--bind", f"127.0.0.1:{port}"]
     if conf.exists():
         cmd += ["-c", str(conf)]
     cmd.append("repo_server:create_app()")
     return cmd, (
-        "gunicorn -c conf/gunicorn.conf.py 'repo_server:create_app()' "
+        "gunicorn -c repo_server/gunicorn_conf.py 'repo_server:create_app()' "
         "(`aptship serve` is not a command yet)"
     )
 

@@ -8,97 +8,30 @@ documented exit code (see docs/cli.md).  Commands import the heavy modules lazil
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, Protocol
+from typing import NoReturn
 
 import click
 
+from publisher.cli_common import (
+    Context,
+    channel_option,
+    emit_json,
+    json_option,
+    package_version,
+    pass_ctx,
+    version_option,
+    warn_deprecated,
+)
 from publisher.errors import AptshipError, UsageError
 
-if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
-
-    from publisher.config import Config
-    from publisher.repo import Repository
-
-
-class Operations(Protocol):
-    """What both a local :class:`Repository` and a ``RemoteRepository`` offer."""
-
-    def publish(
-        self,
-        channel: str,
-        paths: Sequence[str | Path],
-        *,
-        progress: Callable[[int], None] | None = None,
-    ) -> list[dict[str, Any]]: ...
-    def promote(
-        self, package: str, version: str | None, src: str, dst: str, *, dry_run: bool = False
-    ) -> dict[str, Any]: ...
-    def promote_all(self, src: str, dst: str, *, dry_run: bool = False) -> list[dict[str, Any]]: ...
-    def rollback(self, package: str, channel: str, to: str | None = None) -> dict[str, Any]: ...
-    def remove(
-        self, package: str, version: str, channel: str, *, force: bool = False
-    ) -> dict[str, Any]: ...
-    def list_entries(self, channel: str | None = None) -> list[dict[str, Any]]: ...
-    def show(self, package: str) -> dict[str, Any]: ...
-    def diff(self, src: str, dst: str) -> list[dict[str, Any]]: ...
-    def pins(self, channel: str) -> str: ...
-    def history(
-        self, channel: str | None = None, package: str | None = None
-    ) -> list[dict[str, Any]]: ...
-
-
-class Context:
-    def __init__(self, config_path: str | None, server: str | None = None) -> None:
-        self.config_path = config_path
-        self.server = server
-        self._config: Config | None = None
-        self._repo: Repository | None = None
-
-    @property
-    def config(self) -> Config:
-        if self._config is None:
-            from publisher.config import load_config
-
-            self._config = load_config(self.config_path)
-        return self._config
-
-    @property
-    def repo(self) -> Repository:
-        """The local repository; commands that need storage or the key use this."""
-        if self.server:
-            name = click.get_current_context().info_name
-            raise UsageError(f"`aptship {name}` works on a local config only, not with --server")
-        if self._repo is None:
-            from publisher.repo import Repository
-
-            self._repo = Repository(self.config)
-        return self._repo
-
-    @property
-    def ops(self) -> Operations:
-        """The repository operations: through the server's API when --server is given."""
-        if not self.server:
-            return self.repo
-        import os
-
-        from publisher.remote import RemoteRepository
-
-        token = os.environ.get("APTSHIP_TOKEN")
-        if not token:
-            raise UsageError("--server needs a token in $APTSHIP_TOKEN")
-        return RemoteRepository(self.server, token)
-
-
-pass_ctx = click.make_pass_decorator(Context)
-json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-
-
-def emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=True))
+# Modules whose ``COMMANDS`` are registered on the group: adding a command module
+# is one line here.
+COMMAND_MODULES = (
+    "publisher.cli_build",
+    "publisher.cli_server",
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -147,12 +80,15 @@ def init(directory: Path, as_json: bool) -> None:
 
 
 @cli.command()
-@click.option("--channel", "-c", required=True, help="Channel (apt suite) to publish into.")
+@channel_option("Channel (apt suite) to publish into.")
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @json_option
 @pass_ctx
 def publish(ctx: Context, channel: str, files: tuple[Path, ...], as_json: bool) -> None:
-    """Validate FILES (.deb), store them in the pool and add them to CHANNEL."""
+    """Validate FILES (.deb), store them in the pool and add them to the channel.
+
+    Nothing is written if one file is invalid; the same bytes again are a no-op.
+    """
     repo = ctx.ops
     show_bar = not as_json and sys.stderr.isatty() and len(files) > 1
     if show_bar:
@@ -170,7 +106,7 @@ def publish(ctx: Context, channel: str, files: tuple[Path, ...], as_json: bool) 
 
 
 @cli.command(name="list")
-@click.option("--channel", "-c", help="Only this channel.")
+@channel_option("Only this channel (default: every channel).", required=False)
 @json_option
 @pass_ctx
 def list_cmd(ctx: Context, channel: str | None, as_json: bool) -> None:
@@ -202,7 +138,9 @@ def show(ctx: Context, package: str, as_json: bool) -> None:
 
 
 @cli.command()
-@click.option("--channel", "-c", "channels", multiple=True, help="Only this channel (repeatable).")
+@channel_option(
+    "Only this channel (repeatable; default: every channel).", required=False, multiple=True
+)
 @json_option
 @pass_ctx
 def reindex(ctx: Context, channels: tuple[str, ...], as_json: bool) -> None:
@@ -215,18 +153,11 @@ def reindex(ctx: Context, channels: tuple[str, ...], as_json: bool) -> None:
         click.echo(f"reindexed {name} (generation {gen})")
 
 
-def split_spec(spec: str) -> tuple[str, str | None]:
-    """``PACKAGE[=VERSION]`` -> (package, version or None)."""
-    package, _, version = spec.partition("=")
-    if not package:
-        raise UsageError(f"expected PACKAGE[=VERSION], got {spec!r}")
-    return package, version or None
-
-
 @cli.command()
 @click.argument("spec", required=False, metavar="PACKAGE[=VERSION]")
-@click.option("--from", "src", required=True, help="Source channel.")
-@click.option("--to", "dst", required=True, help="Target channel.")
+@click.option("--from", "src", required=True, metavar="CH", help="Source channel.")
+@click.option("--to", "dst", required=True, metavar="CH", help="Target channel.")
+@version_option
 @click.option("--all", "everything", is_flag=True, help="Promote every package's pinned version.")
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
 @json_option
@@ -236,18 +167,24 @@ def promote(
     spec: str | None,
     src: str,
     dst: str,
+    version: str | None,
     everything: bool,
     dry_run: bool,
     as_json: bool,
 ) -> None:
-    """Copy an exact version from one channel to another and pin it there."""
+    """Copy an exact version from one channel to another and pin it there.
+
+    Without a version, the source channel's pinned version.
+    """
     if everything == bool(spec):
         raise UsageError("give either PACKAGE[=VERSION] or --all")
     if everything:
+        if version:
+            raise UsageError("--version names one package's version; it does not go with --all")
         results = ctx.ops.promote_all(src, dst, dry_run=dry_run)
     else:
-        package, version = split_spec(spec or "")
-        results = [ctx.ops.promote(package, version, src, dst, dry_run=dry_run)]
+        package, chosen = package_version(spec or "", version)
+        results = [ctx.ops.promote(package, chosen, src, dst, dry_run=dry_run)]
     if as_json:
         emit_json(results if everything else results[0])
         return
@@ -261,14 +198,37 @@ def promote(
 
 
 @cli.command()
-@click.argument("package")
-@click.option("--channel", "-c", required=True)
-@click.option("--to", "to", help="Roll back to this retained version.")
+@click.argument("spec", metavar="PACKAGE[=VERSION]")
+@channel_option("Channel whose pin moves back.")
+@version_option
+@click.option(
+    "--to",
+    "old_to",
+    hidden=True,
+    metavar="VERSION",
+    help="Deprecated spelling of --version (--to names a channel elsewhere).",
+)
 @json_option
 @pass_ctx
-def rollback(ctx: Context, package: str, channel: str, to: str | None, as_json: bool) -> None:
-    """Move a channel's pin back to the previously pinned version (nothing is deleted)."""
-    r = ctx.ops.rollback(package, channel, to)
+def rollback(
+    ctx: Context,
+    spec: str,
+    channel: str,
+    version: str | None,
+    old_to: str | None,
+    as_json: bool,
+) -> None:
+    """Move a channel's pin back to the previously pinned version (nothing is deleted).
+
+    With PACKAGE=VERSION or --version, to that retained version.
+    """
+    if old_to is not None:
+        warn_deprecated("`rollback --to VERSION`", "PACKAGE=VERSION or --version VERSION")
+        if version and version != old_to:
+            raise UsageError(f"--to {old_to} and --version {version} name different versions")
+        version = old_to
+    package, chosen = package_version(spec, version)
+    r = ctx.ops.rollback(package, channel, chosen)
     if as_json:
         emit_json(r)
         return
@@ -276,38 +236,58 @@ def rollback(ctx: Context, package: str, channel: str, to: str | None, as_json: 
 
 
 @cli.command()
-@click.option("--channel", "-c", required=True)
+@channel_option("Channel whose pins to print.")
+@json_option
 @pass_ctx
-def pins(ctx: Context, channel: str) -> None:
+def pins(ctx: Context, channel: str, as_json: bool) -> None:
     """Print the channel's pins as an apt preferences file (Pin-Priority 1001)."""
-    click.echo(ctx.ops.pins(channel), nl=False)
+    text = ctx.ops.pins(channel)
+    if as_json:
+        summary = ctx.ops.channel_summary(channel)
+        pinned = {name: p["pin"] for name, p in sorted(summary["packages"].items()) if p.get("pin")}
+        emit_json({"channel": channel, "pins": pinned, "preferences": text})
+        return
+    click.echo(text, nl=False)
 
 
 @cli.command()
-@click.argument("spec", metavar="PACKAGE=VERSION")
-@click.option("--channel", "-c", required=True)
+@click.argument("spec", metavar="PACKAGE[=VERSION]")
+@channel_option("Channel to remove the version from.")
+@version_option
 @click.option("--force", is_flag=True, help="Also remove the pinned version.")
 @json_option
 @pass_ctx
-def remove(ctx: Context, spec: str, channel: str, force: bool, as_json: bool) -> None:
+def remove(
+    ctx: Context, spec: str, channel: str, version: str | None, force: bool, as_json: bool
+) -> None:
     """Remove a version from a channel (the pool file stays until gc)."""
-    package, version = split_spec(spec)
-    if version is None:
-        raise UsageError("remove needs PACKAGE=VERSION")
-    r = ctx.ops.remove(package, version, channel, force=force)
+    package, chosen = package_version(spec, version)
+    if chosen is None:
+        raise UsageError(f"remove needs {package}=VERSION or --version VERSION")
+    r = ctx.ops.remove(package, chosen, channel, force=force)
     if as_json:
         emit_json(r)
         return
-    click.echo(f"removed {package} {version} from {channel} (pin {r['old_pin']} -> {r['new_pin']})")
+    click.echo(f"removed {package} {chosen} from {channel} (pin {r['old_pin']} -> {r['new_pin']})")
 
 
 @cli.command()
-@click.argument("src")
-@click.argument("dst")
+@click.argument("old_channels", nargs=-1, metavar="")  # deprecated: diff SRC DST
+@click.option("--from", "src", metavar="CH", help="Source channel (required).")
+@click.option("--to", "dst", metavar="CH", help="Target channel (required).")
 @json_option
 @pass_ctx
-def diff(ctx: Context, src: str, dst: str, as_json: bool) -> None:
+def diff(
+    ctx: Context, old_channels: tuple[str, ...], src: str | None, dst: str | None, as_json: bool
+) -> None:
     """Compare the pins of two channels and show what `promote --all` would change."""
+    if old_channels:
+        if len(old_channels) != 2 or src or dst:
+            raise UsageError("give the channels as --from SRC --to DST")
+        warn_deprecated("`diff SRC DST`", "`diff --from SRC --to DST`")
+        src, dst = old_channels
+    if not src or not dst:
+        raise UsageError("give the channels as --from SRC --to DST")
     rows = ctx.ops.diff(src, dst)
     if as_json:
         emit_json(rows)
@@ -319,7 +299,7 @@ def diff(ctx: Context, src: str, dst: str, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("package", required=False)
-@click.option("--channel", "-c")
+@channel_option("Only this channel's events.", required=False)
 @json_option
 @pass_ctx
 def history(ctx: Context, package: str | None, channel: str | None, as_json: bool) -> None:
@@ -337,7 +317,9 @@ def history(ctx: Context, package: str | None, channel: str | None, as_json: boo
 
 @cli.command(name="verify")
 @click.option("--fast", is_flag=True, help="Check pool file sizes only, not their hashes.")
-@click.option("--channel", "-c", "channels", multiple=True)
+@channel_option(
+    "Only this channel (repeatable; default: every channel).", required=False, multiple=True
+)
 @json_option
 @pass_ctx
 def verify_cmd(ctx: Context, fast: bool, channels: tuple[str, ...], as_json: bool) -> None:
@@ -362,7 +344,11 @@ def verify_cmd(ctx: Context, fast: bool, channels: tuple[str, ...], as_json: boo
 @cli.command(name="gc")
 @click.option("--dry-run", is_flag=True, help="List what would be deleted.")
 @click.option(
-    "--grace", default="1d", show_default=True, help="Only delete objects older than this."
+    "--grace",
+    default="1d",
+    show_default=True,
+    metavar="DURATION",
+    help="Only delete objects older than this (0, 90s, 30m, 12h, 1d, 2w).",
 )
 @json_option
 @pass_ctx
@@ -389,28 +375,38 @@ def key() -> None:
 @click.option(
     "--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file."
 )
+@json_option
 @pass_ctx
-def key_export(ctx: Context, output: Path | None) -> None:
+def key_export(ctx: Context, output: Path | None, as_json: bool) -> None:
     """Print the repository's public key(s), ASCII-armored."""
-    public = ctx.repo.signer.export_public()
+    signer = ctx.repo.signer
+    public = signer.export_public()
     if output:
         output.write_bytes(public)
-    else:
+    if as_json:
+        emit_json(
+            {
+                "keys": list(signer.cfg.keys),
+                "armored": public.decode("ascii"),
+                "output": str(output) if output else None,
+            }
+        )
+    elif not output:
         click.echo(public.decode("ascii"), nl=False)
 
 
-def _register_subcommands() -> None:
-    from publisher.cli_build import build, debianize
-    from publisher.cli_server import serve, token
+def _register_command_modules() -> None:
+    import importlib
 
-    for command in (debianize, build, token, serve):
-        cli.add_command(command)
+    for name in COMMAND_MODULES:
+        for command in importlib.import_module(name).COMMANDS:
+            cli.add_command(command)
     from publisher.cli_hosts import register  # `hosts`, and --wait on promote/rollback
 
     register(cli)
 
 
-_register_subcommands()
+_register_command_modules()
 
 
 def fail(err: AptshipError) -> NoReturn:

@@ -1,19 +1,19 @@
 """``aptship debianize`` and ``aptship build``: from a pyproject.toml project to a .deb.
 
-The commands are registered on the main group in :mod:`publisher.cli`; this module
-does not import it (that module imports this one).  Errors are raised as
+:mod:`publisher.cli` registers :data:`COMMANDS` on its group; this module does not
+import it (shared helpers are in :mod:`publisher.cli_common`).  Errors are raised as
 :class:`~publisher.errors.AptshipError` and turned into exit codes by ``cli.main``.
 The core logic is in :mod:`publisher.debianize`.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
+
+from publisher.cli_common import emit_json, json_option
 
 project_dir_argument = click.argument(
     "project_dir",
@@ -21,11 +21,6 @@ project_dir_argument = click.argument(
     default=".",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
 )
-json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-
-
-def emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=True))
 
 
 @click.command()
@@ -116,3 +111,6 @@ def build(project_dir: Path, as_json: bool) -> None:
         return
     for deb in debs:
         click.echo(str(deb.path))
+
+
+COMMANDS = (debianize, build)

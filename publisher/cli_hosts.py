@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from publisher.cli_common import channel_option, json_option
 from publisher.errors import RolloutTimeout, UsageError
 from publisher.fleet import needed
 
 if TYPE_CHECKING:
-    from publisher.cli import Context
+    from publisher.cli_common import Context
 
 DEFAULT_TIMEOUT = 600.0
 DEFAULT_POLL = 5.0
@@ -70,13 +71,13 @@ def print_view(view: dict[str, Any]) -> None:
 
 
 @click.command()
-@click.option("--channel", "-c", required=True, help="The channel whose hosts to show.")
+@channel_option("The channel whose hosts to show.")
 @click.option("--package", "-p", help="Only hosts that have this package installed.")
-@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@json_option
 @click.pass_obj
 def hosts(ctx: Context, channel: str, package: str | None, as_json: bool) -> None:
     """Which host runs which version: each host's state and each package's rollout."""
-    from publisher.cli import emit_json
+    from publisher.cli_common import emit_json
 
     view = fleet(ctx, channel, package)
     if as_json:
@@ -202,15 +203,17 @@ def add_wait_options(
 
 
 def promote_target(params: dict[str, Any]) -> tuple[str, list[str] | None]:
-    from publisher.cli import split_spec
+    from publisher.cli_common import package_version
 
     if params.get("everything"):
         return params["dst"], None
-    return params["dst"], [split_spec(params["spec"] or "")[0]]
+    return params["dst"], [package_version(params["spec"] or "", None)[0]]
 
 
 def rollback_target(params: dict[str, Any]) -> tuple[str, list[str] | None]:
-    return params["channel"], [params["package"]]
+    from publisher.cli_common import package_version
+
+    return params["channel"], [package_version(params["spec"], None)[0]]
 
 
 def register(cli: click.Group) -> None:

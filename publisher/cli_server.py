@@ -1,15 +1,15 @@
 """``aptship token ...`` and ``aptship serve``: server commands for the main CLI group.
 
-:mod:`publisher.cli` registers :data:`token` and :data:`serve` on its group.  They
-find the CLI's :class:`publisher.cli.Context` with ``find_object`` (imported lazily,
-so this module and ``publisher.cli`` can import each other's names without a cycle)
-and raise :mod:`publisher.errors` exceptions, which ``publisher.cli.main`` turns
-into messages and exit codes.
+:mod:`publisher.cli` registers :data:`COMMANDS` on its group.  They find the
+invocation's :class:`~publisher.cli_common.Context` through
+:func:`publisher.cli_common.current` and raise :mod:`publisher.errors` exceptions,
+which ``publisher.cli.main`` turns into messages and exit codes (docs/cli.md,
+docs/server.md).
 """
 
 from __future__ import annotations
 
-import json
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from publisher.cli_common import channel_option, current, emit_json, json_option
 from publisher.errors import ConfigError
 from publisher.tokens import ALL_CHANNELS, ROLES, TokenStore, open_tokens
 
@@ -24,19 +25,20 @@ if TYPE_CHECKING:
     from publisher.config import Config
 
 APP = "repo_server:create_app()"
-GUNICORN_CONF = Path(__file__).resolve().parent.parent / "conf" / "gunicorn.conf.py"
+GUNICORN_CONF_NAME = "gunicorn_conf.py"
+
+
+def packaged_gunicorn_config() -> Path:
+    """``repo_server/gunicorn_conf.py``, found without importing ``repo_server``."""
+    spec = importlib.util.find_spec("repo_server")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("the repo_server package is not installed; reinstall aptship")
+    return Path(next(iter(spec.submodule_search_locations))) / GUNICORN_CONF_NAME
 
 
 def current_config() -> Config:
     """The config of the running ``aptship`` invocation (``--config``/$APTSHIP_CONFIG)."""
-    from publisher.cli import Context
-
-    ctx = click.get_current_context().find_object(Context)
-    if ctx is None:
-        from publisher.config import load_config
-
-        return load_config()
-    return ctx.config
+    return current().config
 
 
 def token_store() -> TokenStore:
@@ -53,30 +55,28 @@ def token() -> None:
 @click.option(
     "--role", required=True, type=click.Choice(ROLES), help="read < publish < promote < admin."
 )
-@click.option(
-    "--channel",
-    "channels",
-    multiple=True,
-    required=True,
-    help="Channel the token may use (repeatable; '*' = every channel).",
-)
-def token_create(name: str, role: str, channels: tuple[str, ...]) -> None:
+@channel_option("Channel the token may use (repeatable; '*' = every channel).", multiple=True)
+@json_option
+def token_create(name: str, role: str, channels: tuple[str, ...], as_json: bool) -> None:
     """Create a token and print its secret (only on stdout, only this once)."""
     config = current_config()
     for channel in channels:
         if channel != ALL_CHANNELS:
             config.channel(channel)
     secret = open_tokens(config.server.tokens_file).create(name, role, channels)
+    if as_json:
+        emit_json({"name": name, "role": role, "channels": list(channels), "token": secret})
+        return
     click.echo(secret)
 
 
 @token.command(name="list")
-@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@json_option
 def token_list(as_json: bool) -> None:
     """List tokens (names, roles, channels; never secrets)."""
     tokens = [t.to_json() for t in token_store().list()]
     if as_json:
-        click.echo(json.dumps(tokens, indent=2, sort_keys=True))
+        emit_json(tokens)
         return
     for t in tokens:
         click.echo(
@@ -86,9 +86,13 @@ def token_list(as_json: bool) -> None:
 
 @token.command(name="revoke")
 @click.argument("name")
-def token_revoke(name: str) -> None:
+@json_option
+def token_revoke(name: str, as_json: bool) -> None:
     """Delete the token NAME; running servers refuse it from their next request."""
     token_store().revoke(name)
+    if as_json:
+        emit_json({"revoked": name})
+        return
     click.echo(f"revoked token {name}")
 
 
@@ -96,18 +100,23 @@ def token_revoke(name: str) -> None:
 @click.option(
     "--bind", help="HOST:PORT to listen on (default: $APTSHIP_BIND, else 127.0.0.1:8080)."
 )
-@click.option("--workers", type=click.IntRange(min=1), help="Worker processes (default: 2).")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    help="Worker processes (default: $APTSHIP_WORKERS, else 2).",
+)
 @click.option(
     "--gunicorn-config",
     type=click.Path(dir_okay=False, path_type=Path),
     envvar="APTSHIP_GUNICORN_CONFIG",
-    help="gunicorn config file (default: conf/gunicorn.conf.py of this source tree).",
+    help="gunicorn config file (default: $APTSHIP_GUNICORN_CONFIG, else the "
+    "repo_server/gunicorn_conf.py installed with aptship).",
 )
 def serve(bind: str | None, workers: int | None, gunicorn_config: Path | None) -> None:
     """Run the server (gunicorn, threaded workers) for this config."""
     config = current_config()
     open_tokens(config.server.tokens_file)
-    conf = (gunicorn_config or GUNICORN_CONF).absolute()
+    conf = (gunicorn_config or packaged_gunicorn_config()).absolute()
     if not conf.is_file():
         raise ConfigError(f"gunicorn config {conf} not found; pass --gunicorn-config PATH")
     argv = [sys.executable, "-m", "gunicorn", "--config", str(conf)]
@@ -122,4 +131,4 @@ def serve(bind: str | None, workers: int | None, gunicorn_config: Path | None) -
     os.execve(sys.executable, argv, env)  # noqa: S606 - replace this process with gunicorn
 
 
-__all__ = ["serve", "token"]
+COMMANDS = (token, serve)

@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import time
 import tomllib
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,6 +33,8 @@ from publisher.versions import PACKAGE_RE, strip_epoch
 INSTALL_ROOT = "/opt/venvs"
 PYTHON = "/usr/bin/python3"
 SYSTEM_WHEELS = "/usr/share/python-wheels"
+# Where debian/rules copies the project for pip (see render_rules).
+SOURCE_COPY = "debian/aptship-src"
 MAINTAINER_RE = re.compile(r"^[^<>@\s][^<>]*\s<[^<>\s@]+@[^<>\s@]+>$")
 # Console script names that make a valid, unsurprising file name in /usr/bin.
 SCRIPT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
@@ -133,6 +136,131 @@ def _homepage(project: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _tables(data: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """([project], [tool.aptship]) of a parsed pyproject.toml, empty when absent."""
+    project = data.get("project")
+    tools = data.get("tool")
+    tool = tools.get("aptship") if isinstance(tools, dict) else None
+    return (
+        project if isinstance(project, dict) else {},
+        tool if isinstance(tool, dict) else {},
+    )
+
+
+def _read_name(project: Mapping[str, Any], problems: list[str]) -> tuple[str, str]:
+    """(project name, Debian package name)."""
+    name = project.get("name")
+    if not isinstance(name, str) or not name.strip():
+        problems.append("name: set [project] name")
+        return "", ""
+    package = debian_package_name(name)
+    if not PACKAGE_RE.match(package):
+        problems.append(
+            f"name: {name!r} gives the Debian package name {package!r}, which Debian does "
+            "not allow (lowercase letters, digits and + - ., at least 2 characters)"
+        )
+    return name, package
+
+
+def _read_version(
+    project: Mapping[str, Any], version: str | None, revision: str, problems: list[str]
+) -> tuple[str | None, str]:
+    """(normalized PEP 440 version, Debian version) from --version or [project] version."""
+    static = project.get("version")
+    static = static.strip() if isinstance(static, str) and static.strip() else None
+    if version is not None and static is not None:
+        # pip builds the wheel with pyproject's version: the .deb must say the same.
+        try:
+            differs = pep440.parse(version) != pep440.parse(static)
+        except UsageError:
+            differs = False  # reported below
+        if differs:
+            problems.append(
+                f"version: pyproject.toml says {static} but --version says {version}; "
+                "drop --version or change pyproject.toml"
+            )
+    if version is None:
+        if static is not None:
+            version = static
+        elif "version" in (project.get("dynamic") or []):
+            problems.append(
+                "version: it is dynamic in pyproject.toml; pass the version to package "
+                "with --version (e.g. --version 1.2.0)"
+            )
+        else:
+            problems.append("version: set [project] version or pass --version")
+    if version is None:
+        return None, ""
+    try:
+        version = str(pep440.parse(version))
+        return version, pep440.debian_version(version, revision)
+    except UsageError as exc:
+        problems.append(f"version: {exc.message}")
+        return version, ""
+
+
+def _read_description(project: Mapping[str, Any], problems: list[str]) -> str:
+    description = project.get("description")
+    if not isinstance(description, str) or not description.strip():
+        problems.append("description: set [project] description (one line, the package synopsis)")
+        return ""
+    return " ".join(description.split())
+
+
+def _read_maintainer(
+    project: Mapping[str, Any], maintainer: str | None, problems: list[str]
+) -> str | None:
+    """--maintainer, else the first [project] maintainer or author with an email."""
+    if maintainer is not None:
+        maintainer = maintainer.strip()
+        if not MAINTAINER_RE.match(maintainer):
+            problems.append(f"maintainer: --maintainer {maintainer!r} is not 'Name <email>'")
+        return maintainer
+    found = _first_maintainer(project)
+    if found is None:
+        problems.append(
+            "maintainer: no [project] maintainers or authors entry has both a name and an "
+            "email; add one or pass --maintainer 'Name <email>'"
+        )
+    return found
+
+
+def _read_scripts(project: Mapping[str, Any], problems: list[str]) -> tuple[str, ...]:
+    raw_scripts = project.get("scripts") or {}
+    if not isinstance(raw_scripts, dict):
+        problems.append("scripts: [project.scripts] must be a table of name = 'module:func'")
+        return ()
+    scripts = []
+    for script in raw_scripts:
+        if SCRIPT_RE.match(script):
+            scripts.append(script)
+        else:
+            problems.append(f"scripts: {script!r} is not a usable command name for /usr/bin")
+    return tuple(sorted(scripts))
+
+
+def _read_python_depends(project: Mapping[str, Any], problems: list[str]) -> str:
+    requires_python = project.get("requires-python")
+    if requires_python is None:
+        return "python3"
+    try:
+        return python_dependency(str(requires_python))
+    except (InvalidSpecifier, UsageError):
+        problems.append(f"requires-python: {requires_python!r} is not a version specifier")
+        return "python3"
+
+
+def _read_hermetic(tool: Mapping[str, Any], hermetic: bool | None, problems: list[str]) -> bool:
+    """--hermetic/--no-hermetic, else [tool.aptship] hermetic, else False."""
+    if hermetic is not None:
+        return hermetic
+    setting = tool.get("hermetic", False)
+    if not isinstance(setting, bool):
+        problems.append("tool.aptship.hermetic: must be true or false")
+        return False
+    return setting
+
+
 def read_project(
     project_dir: Path,
     *,
@@ -142,104 +270,15 @@ def read_project(
     hermetic: bool | None = None,
 ) -> Project:
     """Read and check ``pyproject.toml``; raise one :class:`UsageError` naming every gap."""
-    data = load_pyproject(project_dir)
-    project = data.get("project")
-    if not isinstance(project, dict):
-        project = {}
-    tools = data.get("tool")
-    tool = tools.get("aptship") if isinstance(tools, dict) else None
-    if not isinstance(tool, dict):
-        tool = {}
-    dynamic = project.get("dynamic") or []
+    project, tool = _tables(load_pyproject(project_dir))
     problems: list[str] = []
-
-    name = project.get("name")
-    package = ""
-    if not isinstance(name, str) or not name.strip():
-        problems.append("name: set [project] name")
-        name = ""
-    else:
-        package = debian_package_name(name)
-        if not PACKAGE_RE.match(package):
-            problems.append(
-                f"name: {name!r} gives the Debian package name {package!r}, which Debian does "
-                "not allow (lowercase letters, digits and + - ., at least 2 characters)"
-            )
-
-    static = project.get("version")
-    if version is not None and isinstance(static, str) and static.strip():
-        # pip builds the wheel with pyproject's version: the .deb must say the same.
-        try:
-            differs = pep440.parse(version) != pep440.parse(static.strip())
-        except UsageError:
-            differs = False  # reported below
-        if differs:
-            problems.append(
-                f"version: pyproject.toml says {static.strip()} but --version says {version}; "
-                "drop --version or change pyproject.toml"
-            )
-    if version is None:
-        if isinstance(static, str) and static.strip():
-            version = static.strip()
-        elif "version" in dynamic:
-            problems.append(
-                "version: it is dynamic in pyproject.toml; pass the version to package "
-                "with --version (e.g. --version 1.2.0)"
-            )
-        else:
-            problems.append("version: set [project] version or pass --version")
-    debian_version = ""
-    if version is not None:
-        try:
-            version = str(pep440.parse(version))
-            debian_version = pep440.debian_version(version, revision)
-        except UsageError as exc:
-            problems.append(f"version: {exc.message}")
-
-    description = project.get("description")
-    if not isinstance(description, str) or not description.strip():
-        problems.append("description: set [project] description (one line, the package synopsis)")
-        description = ""
-    description = " ".join(description.split())
-
-    if maintainer is not None:
-        maintainer = maintainer.strip()
-        if not MAINTAINER_RE.match(maintainer):
-            problems.append(f"maintainer: --maintainer {maintainer!r} is not 'Name <email>'")
-    else:
-        maintainer = _first_maintainer(project)
-        if maintainer is None:
-            problems.append(
-                "maintainer: no [project] maintainers or authors entry has both a name and an "
-                "email; add one or pass --maintainer 'Name <email>'"
-            )
-
-    raw_scripts = project.get("scripts") or {}
-    scripts: list[str] = []
-    if not isinstance(raw_scripts, dict):
-        problems.append("scripts: [project.scripts] must be a table of name = 'module:func'")
-    else:
-        for script in raw_scripts:
-            if SCRIPT_RE.match(script):
-                scripts.append(script)
-            else:
-                problems.append(f"scripts: {script!r} is not a usable command name for /usr/bin")
-
-    requires_python = project.get("requires-python")
-    python_depends = "python3"
-    if requires_python is not None:
-        try:
-            python_depends = python_dependency(str(requires_python))
-        except (InvalidSpecifier, UsageError):
-            problems.append(f"requires-python: {requires_python!r} is not a version specifier")
-
-    if hermetic is None:
-        setting = tool.get("hermetic", False)
-        if not isinstance(setting, bool):
-            problems.append("tool.aptship.hermetic: must be true or false")
-            setting = False
-        hermetic = setting
-
+    name, package = _read_name(project, problems)
+    version, debian_version = _read_version(project, version, revision, problems)
+    description = _read_description(project, problems)
+    maintainer = _read_maintainer(project, maintainer, problems)
+    scripts = _read_scripts(project, problems)
+    python_depends = _read_python_depends(project, problems)
+    hermetic = _read_hermetic(tool, hermetic, problems)
     if problems:
         raise UsageError(
             f"{project_dir / 'pyproject.toml'} lacks what a Debian package needs:\n  - "
@@ -255,7 +294,7 @@ def read_project(
         debian_version=debian_version,
         description=description,
         maintainer=maintainer,
-        scripts=tuple(sorted(scripts)),
+        scripts=scripts,
         python_depends=python_depends,
         homepage=_homepage(project),
         hermetic=hermetic,
@@ -292,7 +331,20 @@ def render_control(p: Project) -> str:
 
 
 def render_rules(p: Project) -> str:
-    args = ["--builtin-venv", f"--python {PYTHON}"]
+    """``debian/rules``: dh with dh-virtualenv, which pip-installs a copy of the project.
+
+    The copy (``debian/aptship-src``, without ``debian/``) is what pip builds:
+    setuptools' automatic discovery in a flat-layout project would otherwise take
+    ``debian/`` for a second top-level package and refuse to build.
+    """
+    # pip --verbose: dh_virtualenv gives pip a --log file that it deletes, and pip then
+    # prints a failing build backend's output (the cause) only when verbose.
+    args = [
+        "--builtin-venv",
+        f"--python {PYTHON}",
+        f"--sourcedirectory={SOURCE_COPY}",
+        "--extra-pip-arg=--verbose",
+    ]
     env = [f"export DH_VIRTUALENV_INSTALL_ROOT={INSTALL_ROOT}"]
     if p.hermetic:
         args += ["--extra-pip-arg=--no-index", f"--extra-pip-arg=--find-links={SYSTEM_WHEELS}"]
@@ -310,7 +362,11 @@ def render_rules(p: Project) -> str:
         "# Written by `aptship debianize` from pyproject.toml.\n\n"
         + "\n".join(env)
         + "\n\n%:\n\tdh $@ --with python-virtualenv\n\n"
-        f"override_dh_virtualenv:\n\t{dh_virtualenv}\n\n"
+        "# pip builds a copy of the project without debian/ (flat-layout discovery).\n"
+        f"override_dh_virtualenv:\n\trm -rf {SOURCE_COPY}\n\tmkdir {SOURCE_COPY}\n"
+        f"\ttar -cf - --exclude=./debian . | tar -xf - -C {SOURCE_COPY}\n"
+        f"\t{dh_virtualenv}\n\n"
+        f"override_dh_clean:\n\tdh_clean\n\trm -rf {SOURCE_COPY}\n\n"
         "# Nothing to normalise in a virtualenv, and it costs seconds.\n"
         "override_dh_strip_nondeterminism:\n\n"
         "# gzip -1: much faster than the xz default for a large virtualenv.\n"
@@ -426,19 +482,54 @@ def _check_version_matches(project_dir: Path, debian_version: str) -> None:
     if not isinstance(version, str):
         return
     expected = pep440.debian_upstream_version(version)
-    upstream = debian_version.rsplit("-", 1)[0] if "-" in debian_version else debian_version
+    upstream = debian_version.rpartition("-")[0] or debian_version
     if upstream != expected:
+        wanted = f"{expected}-1"  # what `debianize --force` writes (default --revision 1)
         raise UsageError(
             f"debian/changelog is at {debian_version} but pyproject.toml's version {version} "
-            f"maps to {expected}: run `aptship debianize --force {project_dir}` (or add a "
-            "changelog entry) before building"
+            f"is Debian version {wanted}: run `aptship debianize --force {project_dir}` "
+            f"(or add a {wanted} changelog entry) before building"
         )
 
 
-def _stream(lines: Iterable[str], log: TextIO) -> None:
-    for line in lines:
-        log.write(line)
-        log.flush()
+LOG_TAIL_LINES = 60  # lines of a failed build's log quoted in the error
+LOG_ERROR_LINES = 10  # earlier lines that say "error", quoted when not in the tail
+LOG_LINE_CHARS = 400  # each quoted line is cut to this length
+
+
+class BuildLog:
+    """Copies the build output to ``log`` and keeps what a failure message quotes:
+    the last lines, and the last lines that say "error" (bounded, never the whole log)."""
+
+    ERROR_RE = re.compile(r"\berror\b", re.IGNORECASE)
+
+    def __init__(self, log: TextIO) -> None:
+        self.log = log
+        self.tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
+        self.errors: deque[str] = deque(maxlen=LOG_ERROR_LINES)
+        self.count = 0
+
+    def stream(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.log.write(line)
+            self.log.flush()
+            self.count += 1
+            kept = line.rstrip("\n")[:LOG_LINE_CHARS]
+            self.tail.append(kept)
+            if self.ERROR_RE.search(kept):
+                self.errors.append(kept)
+
+    def excerpt(self) -> str:
+        """The error lines that scrolled out of the tail, then the tail."""
+        parts = []
+        earlier = [e for e in self.errors if e not in self.tail]
+        if earlier:
+            parts.append("errors earlier in the log:")
+            parts += [f"  | {e}" for e in earlier]
+        skipped = self.count - len(self.tail)
+        parts.append(f"last {len(self.tail)} of {self.count} log lines:" if skipped else "log:")
+        parts += [f"  | {line}" for line in self.tail]
+        return "\n".join(parts)
 
 
 def build(project_dir: Path, *, log: TextIO) -> list[BuiltDeb]:
@@ -464,6 +555,7 @@ def build(project_dir: Path, *, log: TextIO) -> list[BuiltDeb]:
 
     env = dict(os.environ, PIP_NO_INPUT="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
     started = time.time()
+    output = BuildLog(log)
     with subprocess.Popen(
         ["dpkg-buildpackage", "-us", "-uc", "-b"],
         cwd=project_dir,
@@ -474,11 +566,11 @@ def build(project_dir: Path, *, log: TextIO) -> list[BuiltDeb]:
         text=True,
         errors="replace",
     ) as proc:
-        _stream(proc.stdout or (), log)
+        output.stream(proc.stdout or ())
     if proc.returncode != 0:
         raise InvalidPackage(
             f"build failed: dpkg-buildpackage exited with status {proc.returncode} in "
-            f"{project_dir} (see the dpkg-buildpackage output above)"
+            f"{project_dir}; {output.excerpt()}"
         )
 
     built = []

@@ -54,13 +54,13 @@ class LifecycleOps:
         for package, version in wanted:
             ps = view.get(package)
             if ps is None or not ps.entries:
-                raise PolicyViolation(f"package {package!r} is not in channel {src!r}")
+                raise NotFound(f"package {package!r} is not in channel {src!r}")
             chosen = version or ps.pin
             if chosen is None:
                 raise PolicyViolation(f"{package} has no pinned version in {src!r}; name one")
             entries = ps.find(chosen)
             if not entries:
-                raise PolicyViolation(
+                raise NotFound(
                     f"{package} {chosen} is not in channel {src!r} (retained: "
                     f"{', '.join(ps.versions())})"
                 )

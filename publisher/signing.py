@@ -39,9 +39,13 @@ def _gpg(home: Path | None) -> Any:
         raise SigningError(f"cannot run gpg: {exc}") from exc
 
 
-def _matches(configured: str, fingerprint: str | None, key_id: str | None) -> bool:
-    want = configured.upper().removeprefix("0X")
-    return any(v and v.upper().endswith(want) for v in (fingerprint, key_id))
+def key_matches(configured: str, *seen: str | None) -> bool:
+    """Whether a configured key (fingerprint or key id, ``0x`` and a trailing ``!``
+    allowed) names one of ``seen``: the signing (sub)key's fingerprint or id, or the
+    fingerprint of its primary key.  A signature made by a signing subkey counts
+    for the primary fingerprint users copy into ``[signing] keys``."""
+    want = configured.upper().removeprefix("0X").removesuffix("!")
+    return bool(want) and any(v and v.upper().endswith(want) for v in seen)
 
 
 class Signer:
@@ -76,23 +80,36 @@ class Signer:
             )
         return bytes(result.data)
 
-    def _check(self, result: Any, what: str) -> None:
+    def check_signed_by(self, result: Any, what: str) -> None:
+        """Every configured key made a valid signature in a python-gnupg verify result
+        (directly or through one of its signing subkeys)."""
         infos = list(getattr(result, "sig_info", {}).values())
         good = [i for i in infos if i.get("status") == "signature valid"] or (
-            [{"fingerprint": result.fingerprint, "keyid": result.key_id}] if result.valid else []
+            [
+                {
+                    "fingerprint": result.fingerprint,
+                    "keyid": result.key_id,
+                    "pubkey_fingerprint": getattr(result, "pubkey_fingerprint", None),
+                }
+            ]
+            if result.valid
+            else []
         )
         for key in self.cfg.keys:
-            if not any(_matches(key, i.get("fingerprint"), i.get("keyid")) for i in good):
+            if not any(
+                key_matches(key, i.get("fingerprint"), i.get("keyid"), i.get("pubkey_fingerprint"))
+                for i in good
+            ):
                 raise SigningError(f"{what}: no valid signature by key {key} after signing")
 
     def sign_release(self, release: bytes) -> Signatures:
         inrelease = self._sign(release, clearsign=True)
-        self._check(self.gpg.verify(inrelease), "InRelease")
+        self.check_signed_by(self.gpg.verify(inrelease), "InRelease")
         detached = self._sign(release, clearsign=False)
         with tempfile.NamedTemporaryFile(suffix=".gpg") as sig:
             sig.write(detached)
             sig.flush()
-            self._check(self.gpg.verify_data(sig.name, release), "Release.gpg")
+            self.check_signed_by(self.gpg.verify_data(sig.name, release), "Release.gpg")
         return Signatures(inrelease=inrelease, release_gpg=detached)
 
     def export_public(self) -> bytes:
@@ -130,11 +147,18 @@ def generate_dev_key(home: Path, name: str, email: str) -> str:
     return str(key.fingerprint)
 
 
-def gpgv_verify(keyring_asc: bytes, signed: bytes, data: bytes | None = None) -> tuple[bool, str]:
+@dataclass(frozen=True)
+class GpgvResult:
+    ok: bool
+    output: str  # gpgv's messages (stderr)
+    signers: list[tuple[str, str]]  # (signing key fingerprint, its primary's) per good signature
+
+
+def gpgv_check(keyring_asc: bytes, signed: bytes, data: bytes | None = None) -> GpgvResult:
     """Check a signature with ``gpgv`` against an armored public key, as apt does.
 
     ``signed`` is an InRelease (``data`` None) or a detached signature of ``data``.
-    Returns (ok, gpgv output).
+    ``signers`` comes from gpgv's ``VALIDSIG`` status lines.
     """
     if shutil.which("gpgv") is None:
         raise SigningError("gpgv is not installed (Debian package gpgv)")
@@ -148,11 +172,29 @@ def gpgv_verify(keyring_asc: bytes, signed: bytes, data: bytes | None = None) ->
             check=False,
         )
         if dearmor.returncode != 0:
-            return False, dearmor.stderr.decode(errors="replace")
+            return GpgvResult(False, dearmor.stderr.decode(errors="replace"), [])
         (t / "sig").write_bytes(signed)
-        args = ["gpgv", "--keyring", str(keyring), str(t / "sig")]
+        args = ["gpgv", "--status-fd", "1", "--keyring", str(keyring), str(t / "sig")]
         if data is not None:
             (t / "data").write_bytes(data)
             args.append(str(t / "data"))
         proc = subprocess.run(args, capture_output=True, check=False)
-        return proc.returncode == 0, proc.stderr.decode(errors="replace")
+        signers = []
+        for line in proc.stdout.decode(errors="replace").splitlines():
+            fields = line.split()
+            if fields[:2] == ["[GNUPG:]", "VALIDSIG"] and len(fields) >= 12:
+                signers.append((fields[2], fields[11]))
+        return GpgvResult(proc.returncode == 0, proc.stderr.decode(errors="replace"), signers)
+
+
+def gpgv_verify(keyring_asc: bytes, signed: bytes, data: bytes | None = None) -> tuple[bool, str]:
+    """(ok, gpgv output) of :func:`gpgv_check`."""
+    result = gpgv_check(keyring_asc, signed, data)
+    return result.ok, result.output
+
+
+def signer_fingerprints(
+    keyring_asc: bytes, signed: bytes, data: bytes | None = None
+) -> list[tuple[str, str]]:
+    """(signing key, primary key) fingerprints of the good signatures on ``signed``."""
+    return gpgv_check(keyring_asc, signed, data).signers

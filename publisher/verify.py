@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from publisher.dists import dists_key, read_record, served
 from publisher.errors import NotFound, StorageError
-from publisher.signing import gpgv_verify
+from publisher.signing import gpgv_check, gpgv_verify, key_matches
 
 if TYPE_CHECKING:
     from publisher.repo import Repository
@@ -42,6 +42,16 @@ def _release_files(release: bytes) -> dict[str, dict[str, tuple[str, int]]]:
     return files
 
 
+def _unsigned_keys(repo: Repository, what: str, signers: list[tuple[str, str]]) -> list[str]:
+    """A problem for each configured key with no good signature, by itself or by one of
+    its signing subkeys (a primary fingerprint in the config matches its subkeys)."""
+    return [
+        f"{what}: no valid signature by configured key {key}"
+        for key in repo.config.signing.keys
+        if not any(key_matches(key, signing, primary) for signing, primary in signers)
+    ]
+
+
 def verify_channel(repo: Repository, channel: str, *, fast: bool) -> list[str]:
     problems: list[str] = []
     storage = repo.serving  # dists/ and pool/ as apt sees them (aptly's tree with aptly)
@@ -60,12 +70,15 @@ def verify_channel(repo: Repository, channel: str, *, fast: bool) -> list[str]:
         release_gpg = storage.read_bytes(dists_key(channel, "Release.gpg"))
     except NotFound as exc:
         return [f"{channel}: {exc.message}; run `aptship reindex`"]
-    ok, out = gpgv_verify(keyring, inrelease)
-    if not ok:
-        last = out.strip().splitlines()[-1] if out.strip() else "gpgv failed"
+    checked = gpgv_check(keyring, inrelease)
+    if not checked.ok:
+        out = checked.output.strip()
+        last = out.splitlines()[-1] if out else "gpgv failed"
         problems.append(
             f"{where}/InRelease: signature does not verify with archive-keyring.asc ({last})"
         )
+    elif repo.config.engine == "native":  # aptly signs with the keys of its own config
+        problems += _unsigned_keys(repo, f"{where}/InRelease", checked.signers)
     ok, out = gpgv_verify(keyring, release_gpg, release)
     if not ok:
         problems.append(f"{where}/Release.gpg: signature does not verify against Release")

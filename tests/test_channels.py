@@ -50,9 +50,9 @@ def test_promote_outside_policy_is_refused_and_changes_nothing(
     before = snapshot(tmp_path / "repo")
     with pytest.raises(PolicyViolation, match="does not promote from 'dev'"):
         repo.promote("app", "1.0-1", "dev", "prod")
-    with pytest.raises(PolicyViolation, match="not in channel 'dev'"):
+    with pytest.raises(NotFound, match="not in channel 'dev'"):
         repo.promote("app", "9.9", "dev", "staging")
-    with pytest.raises(PolicyViolation, match="not in channel"):
+    with pytest.raises(NotFound, match="not in channel"):
         repo.promote("ghost", None, "dev", "staging")
     assert snapshot(tmp_path / "repo") == before
 

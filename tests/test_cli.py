@@ -17,11 +17,16 @@ class Cli:
         self.config = config
 
     def __call__(self, *args: str, code: int = 0) -> str:
+        out, err = self.run(*args, code=code)
+        return out if code == 0 else err
+
+    def run(self, *args: str, code: int = 0) -> tuple[str, str]:
+        """(stdout, stderr) of ``aptship --config CFG ARGS``, which must exit ``code``."""
         with pytest.raises(SystemExit) as exc:
             main(["--config", str(self.config), *args])
         out, err = self.capsys.readouterr()
         assert exc.value.code == code, (args, out, err)
-        return out if code == 0 else err
+        return out, err
 
     def json(self, *args: str) -> object:
         return json.loads(self(*args, "--json"))
@@ -68,7 +73,7 @@ def test_every_command(cli: Cli, debs: Callable[..., Path], tmp_path: Path) -> N
         "promote", "app", "--from", "dev", "--to", "prod", code=5
     )
     assert "either PACKAGE" in cli("promote", "--from", "dev", "--to", "staging", code=2)
-    diff = cli.json("diff", "dev", "staging")
+    diff = cli.json("diff", "--from", "dev", "--to", "staging")
     assert diff == [
         {"package": "app", "dev": "1.1-1", "staging": "1.0-1", "action": "promote 1.1-1"}
     ]
@@ -102,3 +107,77 @@ def test_local_only_commands_refuse_server_mode(cli: Cli, monkeypatch: pytest.Mo
     assert "needs a token" in cli("list", code=2)
     monkeypatch.setenv("APTSHIP_TOKEN", "x")
     assert "127.0.0.1:9" in cli("list", code=7)
+
+
+def test_one_vocabulary_and_exit_code_per_error(cli: Cli, debs: Callable[..., Path]) -> None:
+    cli("publish", "-c", "dev", str(debs("app", "1.0-1")), str(debs("app", "1.1-1")))
+    # a version is PACKAGE=VERSION or --version, on every command that takes one
+    cli("promote", "app", "--version", "1.0-1", "--from", "dev", "--to", "staging")
+    assert cli.json("pins", "-c", "staging") == {
+        "channel": "staging",
+        "pins": {"app": "1.0-1"},
+        "preferences": cli("pins", "-c", "staging"),
+    }
+    assert "name different versions" in cli(
+        "promote", "app=1.0-1", "--version", "1.1-1", "--from", "dev", "--to", "staging", code=2
+    )
+    assert "not go with --all" in cli(
+        "promote", "--all", "--version", "1.1-1", "--from", "dev", "--to", "staging", code=2
+    )
+    assert "1.0-1 -> 1.1-1" in cli("promote", "app=1.1-1", "--from", "dev", "--to", "staging")
+    out = cli("rollback", "app", "--version", "1.0-1", "--channel", "staging")
+    assert "1.1-1 -> 1.0-1" in out
+    assert "1.0-1 -> 1.1-1" in cli("rollback", "app=1.1-1", "--channel", "staging")
+    assert "remove needs app=VERSION" in cli("remove", "app", "-c", "dev", code=2)
+    assert "removed app 1.0-1" in cli("remove", "app", "--version", "1.0-1", "-c", "dev")
+    # "not in the channel" is NotFound (exit 4) from promote, rollback and remove alike
+    assert "not in channel 'dev'" in cli(
+        "promote", "ghost", "--from", "dev", "--to", "staging", code=4
+    )
+    assert "not in channel 'dev'" in cli(
+        "promote", "app=9.9-1", "--from", "dev", "--to", "staging", code=4
+    )
+    assert "not in channel 'dev'" in cli("rollback", "ghost", "-c", "dev", code=4)
+    assert "9.9-1" in cli("rollback", "app=9.9-1", "-c", "staging", code=4)
+    assert "not in channel 'dev'" in cli("remove", "ghost=1", "-c", "dev", code=4)
+    # a policy refusal stays exit 5
+    assert "does not promote from" in cli("promote", "app", "--from", "dev", "--to", "prod", code=5)
+
+
+def test_deprecated_spellings_work_with_a_warning(cli: Cli, debs: Callable[..., Path]) -> None:
+    cli("publish", "-c", "dev", str(debs("app", "1.0-1")), str(debs("app", "1.1-1")))
+    out, err = cli.run("diff", "dev", "staging")
+    assert "promote 1.1-1" in out
+    assert err.startswith("warning: `diff SRC DST` is deprecated")
+    out, err = cli.run("rollback", "app", "-c", "dev", "--to", "1.0-1")
+    assert "1.1-1 -> 1.0-1" in out
+    assert "warning: `rollback --to VERSION` is deprecated" in err
+    assert "different versions" in cli(
+        "rollback", "app", "-c", "dev", "--to", "1.0-1", "--version", "1.1-1", code=2
+    )
+    assert "--from SRC --to DST" in cli("diff", "dev", code=2)
+    assert "--from SRC --to DST" in cli("diff", "--from", "dev", code=2)
+    # the new spellings print no warning
+    out, err = cli.run("diff", "--from", "dev", "--to", "staging")
+    assert err == ""
+
+
+def test_key_export_and_token_commands_speak_json(cli: Cli, tmp_path: Path) -> None:
+    exported = cli.json("key", "export")
+    assert isinstance(exported, dict)
+    assert "BEGIN PGP PUBLIC KEY BLOCK" in exported["armored"]
+    assert exported["output"] is None and len(exported["keys"]) == 1
+    target = tmp_path / "key.asc"
+    written = cli.json("key", "export", "-o", str(target))
+    assert isinstance(written, dict) and written["output"] == str(target)
+    assert target.read_text() == exported["armored"]
+    created = cli.json("token", "create", "--name", "ci", "--role", "publish", "-c", "dev")
+    assert isinstance(created, dict) and created["channels"] == ["dev"]
+    assert len(created["token"]) >= 43
+    listed = cli.json("token", "list")
+    assert isinstance(listed, list) and [t["name"] for t in listed] == ["ci"]
+    assert created["token"] not in json.dumps(listed)
+    assert cli.json("token", "revoke", "ci") == {"revoked": "ci"}
+    assert "unknown channel" in cli(
+        "token", "create", "--name", "x", "--role", "read", "-c", "nope", code=4
+    )

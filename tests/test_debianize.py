@@ -124,10 +124,14 @@ def test_debianize_rules_parse_as_make(project: Path) -> None:
         check=True,
     ).stdout
     out = " ".join(out.replace("\\\n", " ").split())
-    assert (
-        "dh_virtualenv --builtin-venv --python /usr/bin/python3 --extra-pip-arg=--no-index "
+    assert out == (
+        "rm -rf debian/aptship-src mkdir debian/aptship-src "
+        "tar -cf - --exclude=./debian . | tar -xf - -C debian/aptship-src "
+        "dh_virtualenv --builtin-venv --python /usr/bin/python3 "
+        "--sourcedirectory=debian/aptship-src --extra-pip-arg=--verbose "
+        "--extra-pip-arg=--no-index "
         "--extra-pip-arg=--find-links=/usr/share/python-wheels dh_builddeb -- -Zgzip -z1"
-    ) in out
+    )
 
 
 @pytest.mark.parametrize("how", ["flag", "tool-table"])
@@ -304,8 +308,12 @@ def test_build_refuses_a_stale_changelog(project: Path) -> None:
     debianize(project)
     text = (project / "pyproject.toml").read_text().replace("1.2.0rc1", "1.2.0")
     (project / "pyproject.toml").write_text(text)
-    with pytest.raises(UsageError, match=r"1\.2\.0~rc1-1 but pyproject.toml's version 1\.2\.0"):
+    with pytest.raises(UsageError) as err:
         build(project, log=io.StringIO())
+    assert "at 1.2.0~rc1-1 but pyproject.toml's version 1.2.0 is Debian version 1.2.0-1:" in (
+        err.value.message
+    )
+    assert "aptship debianize --force" in err.value.message
 
 
 def test_failed_build_is_invalid_package(tmp_path: Path) -> None:
@@ -313,9 +321,32 @@ def test_failed_build_is_invalid_package(tmp_path: Path) -> None:
         tmp_path / "tiny", "1.0-1", "#!/usr/bin/make -f\n%:\n\t@echo boom-$@; exit 1\n"
     )
     log = io.StringIO()
-    with pytest.raises(InvalidPackage, match=r"build failed.*dpkg-buildpackage output above"):
+    with pytest.raises(InvalidPackage, match=r"build failed.*status 2") as err:
         build(src, log=log)
     assert "boom-clean" in log.getvalue()
+    assert "  | boom-clean" in err.value.message  # the cause is in the error itself
+
+
+def test_failed_build_quotes_the_cause_from_a_long_log(tmp_path: Path) -> None:
+    """The cause scrolls far above the end of the log (pip, then a traceback, then
+    make): the error quotes it and the tail, each bounded."""
+    rules = (
+        "#!/usr/bin/make -f\n%:\n"
+        "\t@echo 'error: Multiple top-level packages discovered in a flat-layout'\n"
+        "\t@for i in $$(seq 200); do echo noise-$$i; done\n"
+        "\t@python3 -c 'print(\"x\" * 100000)'\n"
+        "\t@echo last-line; exit 1\n"
+    )
+    src = tiny_source(tmp_path / "tiny", "1.0-1", rules)
+    with pytest.raises(InvalidPackage) as err:
+        build(src, log=io.StringIO())
+    message = err.value.message
+    assert "errors earlier in the log:\n  | error: Multiple top-level packages" in message
+    assert "  | last-line\n" in message
+    assert message.endswith("returned exit status 2")
+    assert "noise-200" in message and "noise-100\n" not in message
+    assert "x" * 401 not in message  # each quoted line is cut
+    assert len(message) < 70 * 420 + 2000  # bounded: never the whole log
 
 
 def test_build_prints_only_the_deb_path(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """A real gunicorn serving aptship on loopback, for the end-to-end tests.
 
 ``start_server`` runs ``aptship --config CFG serve --bind 127.0.0.1:PORT`` (which
-execs gunicorn with ``conf/gunicorn.conf.py``), waits for ``/healthz`` with a
+execs gunicorn with ``repo_server/gunicorn_conf.py``), waits for ``/healthz`` with a
 timeout, and always terminates it (SIGTERM, then SIGKILL).  ``aptship`` runs the
 installed console script of this virtualenv.
 """

@@ -257,7 +257,7 @@ def test_promote_errors_map_to_statuses(
             422,
             "policy_violation",
         ),
-        ("/channels/staging/promote", {"package": "ghost", "from": "dev"}, 422, "policy_violation"),
+        ("/channels/staging/promote", {"package": "ghost", "from": "dev"}, 404, "not_found"),
         ("/channels/staging/promote", {"from": "dev"}, 400, "usage"),
         ("/channels/staging/promote", {"package": 7, "from": "dev"}, 400, "usage"),
         ("/channels/staging/promote", ["not", "an", "object"], 400, "usage"),

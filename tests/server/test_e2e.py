@@ -234,9 +234,10 @@ def test_cli_remote_mode(deployed: Deployed, debs: DebFactory, tmp_path: Path) -
     for args in (
         ["list", "--json"],
         ["pins", "-c", "dev"],
+        ["pins", "-c", "dev", "--json"],
         ["history", "--json"],
         ["show", "app", "--json"],
-        ["diff", "dev", "staging", "--json"],
+        ["diff", "--from", "dev", "--to", "staging", "--json"],
     ):
         here, there = aptship(*config, *args), aptship(*server, *args, env=remote)
         assert (there.returncode, there.stdout) == (here.returncode, here.stdout), args
