@@ -148,7 +148,7 @@ for conf in "$prefix"/etc/aptship/channels/*; do
         # --retry: a 429 is retried once, after the server's Retry-After
         printf 'user = "token:%s"\n' "$secret" | curl -fsS -K - --max-time 10 \
             --retry 1 --retry-max-time 15 -X PUT \
-            -H 'Content-Type: application/json' --data-binary "$body" "$target" >/dev/null \
+            -H 'Content-Type: application/json' --data-binary "$body" "$target" >/dev/null 2>&1 \
             || echo "aptship-report: $channel: report not accepted" >&2
     elif command -v python3 >/dev/null 2>&1; then
         if ! APTSHIP_SECRET="$secret" python3 - "$target" "$body" <<'PY'

@@ -53,6 +53,15 @@ def test_demo_runs_twice(tmp_path: Path) -> None:
     target = tmp_path / "demo"
     first = run_demo(target)
     assert first.returncode == 0, first.stderr[-4000:]
+    # the host followed prod through the server with plain apt-get
+    for line in (
+        "host runs hello-aptship 1.0-1 (prod's pin)",
+        "host runs hello-aptship 1.1-1 (upgraded after the promote)",
+        "host runs hello-aptship 1.0-1 (downgraded after the rollback)",
+        "The host runs: hello-aptship 1.0-1",
+        "hello-aptship: 1/1 hosts on 1.0-1; 0 behind",
+    ):
+        assert line in first.stdout, first.stdout[-4000:]
     before = state(target)
     assert len(before[1]) == 2
     for deb in (target / "build").glob("*.deb"):
@@ -90,4 +99,5 @@ def test_readme_commands_run_as_written_after_the_demo(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-4000:]
     assert "rolled back hello-aptship in prod: 1.1-1 -> 1.0-1" in result.stdout
+    assert "demo-host" in result.stdout  # aptship hosts: the demo's host reported
     assert result.stdout.rstrip().endswith("repository is healthy")
