@@ -2,7 +2,7 @@
 
 The published record ``.aptship/state/<channel>/published.json`` says which state
 generation ``dists/`` shows, how each index file splits into bucket segments, and
-holds the signed Release texts.  Rendering (GUIDE §4):
+holds the signed Release texts.  Rendering (docs/s3.md, "Concurrency model"):
 
 1. read the record; if it already shows this generation (or newer), only make sure
    the plain files match it;

@@ -1,4 +1,4 @@
-"""Who is asking, and may they?  (GUIDE §6)
+"""Who is asking, and may they?  (docs/server.md, "Tokens")
 
 Every endpoint but ``/healthz`` needs a token.  apt sends it as the HTTP Basic
 password (any user name, from ``/etc/apt/auth.conf.d``); API clients may send Basic

@@ -12,7 +12,7 @@ message.  A 401 always carries ``WWW-Authenticate: Basic realm="aptship"`` so ap
 and browsers know to send credentials.
 
 :class:`JsonFormatter` writes log records as one JSON object per line (used by
-``conf/gunicorn.conf.py`` for the ``aptship`` loggers).  Requests' Authorization
+``repo_server/gunicorn_conf.py`` for the ``aptship`` loggers).  Requests' Authorization
 headers and tokens are never put into log records anywhere in the server.
 """
 

@@ -2,7 +2,7 @@
 
 Run by hand with::
 
-    APTSHIP_CONFIG=/etc/aptship/aptship.toml gunicorn -c conf/gunicorn.conf.py \
+    APTSHIP_CONFIG=/etc/aptship/aptship.toml gunicorn -c repo_server/gunicorn_conf.py \
         'repo_server:create_app()'
 
 Environment: ``APTSHIP_BIND`` (default ``127.0.0.1:8080``), ``APTSHIP_WORKERS``

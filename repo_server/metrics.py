@@ -1,7 +1,7 @@
 """Prometheus metrics, safe under gunicorn's several worker processes.
 
 Each app owns its metric objects in its own registry (no module globals, so tests
-can build many apps).  Under gunicorn ``conf/gunicorn.conf.py`` sets
+can build many apps).  Under gunicorn ``repo_server/gunicorn_conf.py`` sets
 ``PROMETHEUS_MULTIPROC_DIR`` before prometheus-client is imported: every worker then
 writes its values to files there, and ``/metrics`` aggregates all workers with a
 :class:`MultiProcessCollector`.  Without that variable (Flask's test client) the
