@@ -22,7 +22,7 @@ from publisher.dists import KEYRING_KEY as KEYRING_KEY  # re-exported: tests and
 from publisher.dists import DistWriter
 from publisher.engines import Engine
 from publisher.engines.native import NativeEngine
-from publisher.errors import ImmutableConflict, InvalidPackage, NotFound
+from publisher.errors import BatchTooLarge, ImmutableConflict, InvalidPackage, NotFound
 from publisher.lifecycle import LifecycleOps
 from publisher.pins import apply_retention, set_pin
 from publisher.signing import Signer
@@ -118,7 +118,13 @@ class Repository(LifecycleOps):
         chan = self.config.channel(channel)
         if not paths:
             raise InvalidPackage("no .deb files given")
-        infos = [inspect_deb(p) for p in paths]
+        limits = self.config.limits
+        if len(paths) > limits.max_batch_files:
+            raise BatchTooLarge(
+                f"{len(paths)} files in one publish; at most {limits.max_batch_files} "
+                "(limits.max_batch_files)"
+            )
+        infos = [inspect_deb(p, limits) for p in paths]
         for info in infos:
             if not chan.accepts_architecture(info.architecture):
                 raise InvalidPackage(
