@@ -60,13 +60,22 @@ def token() -> None:
     required=True,
     help="Channel the token may use (repeatable; '*' = every channel).",
 )
-def token_create(name: str, role: str, channels: tuple[str, ...]) -> None:
+@click.option(
+    "--package",
+    "packages",
+    multiple=True,
+    help="Only change packages matching this pattern, e.g. 'svc-*' (repeatable; "
+    "default: every package). See docs/security.md.",
+)
+def token_create(
+    name: str, role: str, channels: tuple[str, ...], packages: tuple[str, ...]
+) -> None:
     """Create a token and print its secret (only on stdout, only this once)."""
     config = current_config()
     for channel in channels:
         if channel != ALL_CHANNELS:
             config.channel(channel)
-    secret = open_tokens(config.server.tokens_file).create(name, role, channels)
+    secret = open_tokens(config.server.tokens_file).create(name, role, channels, packages)
     click.echo(secret)
 
 

@@ -97,7 +97,6 @@ class LimitsConfig:
     max_json_depth: int = 32
     max_form_parts: int = 16
     header_timeout: float = 10.0  # seconds to send the request line and headers
-    read_timeout: float = 10.0  # seconds one socket read may wait
     body_grace: float = 10.0  # seconds a body may take ...
     min_body_rate: int = 64 * 1024  # ... plus one second per this many bytes
     max_control_bytes: int = 8 * 1024**2  # decompressed control.tar read to find control

@@ -36,7 +36,7 @@ _HTTP_CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
-    413: "too_large",
+    413: "body_too_large",
     416: "range_not_satisfiable",
 }
 # Attributes every LogRecord has; anything else was passed with ``extra=``.
@@ -78,6 +78,11 @@ def _http_error(err: HTTPException) -> Response:
     status = err.code or 500
     headers = {k: v for k, v in err.get_headers() if k.lower() != "content-type"}
     message = err.description or err.name
+    if status == 413:
+        message = (
+            "the request body is larger than this server accepts here "
+            "(limits.max_body_bytes; uploads: server.max_upload_bytes)"
+        )
     return error_response(status, _HTTP_CODES.get(status, f"http_{status}"), message, headers)
 
 

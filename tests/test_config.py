@@ -26,15 +26,21 @@ def test_example_config_mentions_every_server_and_storage_key() -> None:
     text = (ROOT / "conf" / "aptship.toml").read_text()
     from dataclasses import fields
 
-    from publisher.config import AptlyConfig, ServerConfig, SigningConfig, StorageConfig
+    from publisher.config import (
+        AptlyConfig,
+        LimitsConfig,
+        ServerConfig,
+        SigningConfig,
+        StorageConfig,
+    )
 
-    for cls in (ServerConfig, StorageConfig, SigningConfig, AptlyConfig):
+    for cls in (ServerConfig, StorageConfig, SigningConfig, AptlyConfig, LimitsConfig):
         for f in fields(cls):
             assert re.search(rf"^#? ?{f.name} = ", text, re.M), (
                 f"{cls.__name__}.{f.name} undocumented"
             )
     docs = (ROOT / "docs" / "config.md").read_text()
-    for cls in (ServerConfig, StorageConfig, SigningConfig, AptlyConfig):
+    for cls in (ServerConfig, StorageConfig, SigningConfig, AptlyConfig, LimitsConfig):
         for f in fields(cls):
             assert f"`{f.name}`" in docs, f"docs/config.md lacks {f.name}"
 
