@@ -18,7 +18,7 @@ from typing import Any
 from gunicorn.workers.gthread import ThreadWorker  # type: ignore[import-untyped]
 
 from publisher.config import LimitsConfig
-from repo_server.deadlines import WATCHDOG
+from repo_server.deadlines import WATCHDOG, close_after_request
 
 
 class AptshipWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn ships no type hints
@@ -45,7 +45,12 @@ class AptshipWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn ships no ty
                 WATCHDOG.forget(self._reading.pop(threading.get_ident(), None))
 
     def handle_request(self, req: Any, conn: Any) -> Any:
-        """The headers are in: the body and the response have their own bounds."""
+        """The headers are in: the body and the response have their own bounds.
+
+        Returns False (close, do not drain) when the app left the body unread.
+        """
         with self._reading_lock:
             WATCHDOG.forget(self._reading.pop(threading.get_ident(), None))
-        return super().handle_request(req, conn)
+        close_after_request()  # a flag left by an earlier request on this thread
+        keepalive = super().handle_request(req, conn)
+        return keepalive and not close_after_request()
