@@ -332,7 +332,7 @@ def history() -> Response:
         state.config.channel(channel)
     page_max = state.config.limits.history_page_max
     try:
-        limit = int(request.args.get("limit", HISTORY_PAGE))
+        limit = int(request.args.get("limit", min(HISTORY_PAGE, page_max)))
     except ValueError:
         raise UsageError("?limit= must be a number") from None
     if not 1 <= limit <= page_max:
