@@ -100,9 +100,12 @@ def close_after_request() -> bool:
 class DeadlineInput:
     """``wsgi.input`` that must keep up: ``body_grace`` + received / ``min_body_rate``."""
 
-    def __init__(self, stream: Any, sock: socket.socket, limits: LimitsConfig) -> None:
+    def __init__(
+        self, stream: Any, sock: socket.socket, limits: LimitsConfig, expected: int | None
+    ) -> None:
         self.stream = stream
         self.limits = limits
+        self.expected = expected  # Content-Length; None for a chunked body
         self.start = time.monotonic()
         self.received = 0
         self.eof = False
@@ -111,30 +114,34 @@ class DeadlineInput:
     def _deadline(self) -> float:
         return self.start + self.limits.body_grace + self.received / self.limits.min_body_rate
 
+    def _too_slow(self) -> RequestTimeout:
+        self.close()
+        return RequestTimeout(
+            f"the request body arrived too slowly ({self.received} bytes in "
+            f"{time.monotonic() - self.start:.0f} s; limits.body_grace and "
+            "limits.min_body_rate)"
+        )
+
     def _check(self, data: bytes) -> bytes:
         self.received += len(data)
-        if not data:
-            self.eof = True
         deadline = self._deadline()
-        if time.monotonic() >= deadline:
-            self.close()
-            raise RequestTimeout(
-                f"the request body arrived too slowly ({self.received} bytes in "
-                f"{time.monotonic() - self.start:.0f} s; limits.body_grace and "
-                "limits.min_body_rate)"
-            )
+        if time.monotonic() >= deadline:  # late, or cut short by the watchdog
+            raise self._too_slow()
+        if not data or (self.expected is not None and self.received >= self.expected):
+            self.eof = True
+            self.close()  # all in: the watch ends, whatever the request does next
+            return data
         WATCHDOG.move(self.ident, deadline)
         return data
 
     def _guard(self, read: Callable[[], bytes]) -> bytes:
         try:
-            return self._check(read())
-        except RequestTimeout:
-            raise
+            data = read()
         except Exception:
             if time.monotonic() >= self._deadline():  # our shutdown broke the read
-                self._check(b"")
+                raise self._too_slow() from None
             raise
+        return self._check(data)
 
     def read(self, size: int | None = -1) -> bytes:
         return self._guard(lambda: self.stream.read(size))
@@ -166,18 +173,18 @@ class BodyDeadline:
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         sock = environ.get("gunicorn.socket")
         stream = environ.get("wsgi.input")
-        if not isinstance(sock, socket.socket) or stream is None:
-            return self.app(environ, start_response)
-        guarded = DeadlineInput(stream, sock, self.limits)
-        environ["wsgi.input"] = guarded
         length = environ.get("CONTENT_LENGTH") or "0"
         chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+        expected = int(length) if length.isdigit() else 0
+        if not isinstance(sock, socket.socket) or stream is None or not (chunked or expected):
+            return self.app(environ, start_response)  # no body: nothing to watch
+        guarded = DeadlineInput(stream, sock, self.limits, None if chunked else expected)
+        environ["wsgi.input"] = guarded
         try:
             return self.app(environ, start_response)
         finally:
             guarded.close()
-            expected = int(length) if length.isdigit() else 0
-            if not guarded.eof and (chunked or guarded.received < expected):
+            if not guarded.eof:
                 _unfinished.flag = True
 
 

@@ -26,7 +26,7 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from publisher.errors import AptshipError
+from publisher.errors import AptshipError, JsonTooDeep
 
 log = logging.getLogger("aptship.server")
 REALM = 'Basic realm="aptship"'
@@ -86,6 +86,11 @@ def _http_error(err: HTTPException) -> Response:
     return error_response(status, _HTTP_CODES.get(status, f"http_{status}"), message, headers)
 
 
+def _too_deep(_err: RecursionError) -> Response:
+    """A JSON body nested past Python's recursion limit, wherever it was parsed."""
+    return _aptship_error(JsonTooDeep("the JSON body is nested too deeply (limits.max_json_depth)"))
+
+
 def _unexpected(err: Exception) -> Response:
     log.error(
         "unexpected error",
@@ -98,6 +103,7 @@ def _unexpected(err: Exception) -> Response:
 def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(AptshipError, _aptship_error)
     app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(RecursionError, _too_deep)
     app.register_error_handler(Exception, _unexpected)
 
 

@@ -25,7 +25,7 @@ from publisher.repo import Repository
 from publisher.tokens import TokenStore
 from tests.conftest import config_dict
 from tests.debs import build_deb
-from tests.server.conftest import toml_dumps
+from tests.server.conftest import app, env, make_env, toml_dumps  # noqa: F401 - fixtures
 from tests.server.live import LiveServer, start_server
 
 RSS_LIMIT_KB = 200 * 1024
