@@ -8,6 +8,7 @@ compare-and-swap, records one audit event, and renders the channel once.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -124,7 +125,9 @@ class Repository(LifecycleOps):
                 f"{len(paths)} files in one publish; at most {limits.max_batch_files} "
                 "(limits.max_batch_files)"
             )
-        infos = [inspect_deb(p, limits) for p in paths]
+        # each inspection runs dpkg-deb once (limits.dpkg_check): overlap them in a batch
+        with ThreadPoolExecutor(max_workers=min(4, len(paths))) as pool:
+            infos = list(pool.map(lambda p: inspect_deb(p, limits), paths))
         for info in infos:
             if not chan.accepts_architecture(info.architecture):
                 raise InvalidPackage(

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from flask import Flask
 
 from publisher.config import LimitsConfig, parse_config
-from publisher.errors import ConfigError
+from publisher.errors import BatchTooLarge, ConfigError
+from publisher.repo import Repository
 from tests.conftest import config_dict
+from tests.debs import build_deb
 from tests.security.conftest import Hostile, connect, wait_closed
 
 
@@ -77,3 +81,15 @@ def test_recursion_error_anywhere_is_a_400(app: Flask) -> None:
     answer = app.test_client().get("/api/v1/boom")
     assert answer.status_code == 400
     assert (answer.json or {})["error"]["code"] == "json_too_deep"
+
+
+def test_a_batch_past_max_batch_files_changes_nothing(
+    make_repo: Callable[..., Repository], tmp_path: Path
+) -> None:
+    repo = make_repo()
+    repo.config = replace(repo.config, limits=LimitsConfig(max_batch_files=2))
+    debs = [build_deb(tmp_path, f"p{i}", "1.0-1") for i in range(3)]
+    with pytest.raises(BatchTooLarge, match=r"limits\.max_batch_files"):
+        repo.publish("dev", debs)
+    assert repo.list_entries("dev") == []
+    assert len(repo.publish("dev", debs[:2])) == 2
