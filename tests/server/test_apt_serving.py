@@ -108,7 +108,7 @@ def test_s3_pool_redirect(
     assert resp.status_code == 302
     assert requests.get(resp.headers["Location"], timeout=30).content == deb.read_bytes()
     # access is still checked before the redirect is handed out
-    assert client.get("/" + entry["filename"], headers=env.headers("other")).status_code == 403
+    assert client.get("/" + entry["filename"], headers=env.headers("other")).status_code == 404
     # indexes are never redirected
     assert client.get("/dists/dev/InRelease", headers=env.headers("read")).status_code == 200
 
