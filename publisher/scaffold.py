@@ -55,12 +55,14 @@ def write_secret(path: Path) -> None:
 
 
 def init_repository(target: Path) -> Path:
-    """Write ``target/aptship.toml`` and a dev signing key; refuse to overwrite."""
+    """Write ``target/aptship.toml``, a dev signing key and the dashboard's session secret
+    (``session.key``, mode 600); refuse to overwrite any of them."""
     cfg_path = target / "aptship.toml"
     if cfg_path.exists():
         raise ConfigError(f"{cfg_path} already exists; refusing to overwrite it")
-    if (target / "gnupg").exists():
-        raise ConfigError(f"{target / 'gnupg'} already exists; refusing to overwrite it")
+    for taken in (target / "gnupg", target / "session.key"):
+        if taken.exists():
+            raise ConfigError(f"{taken} already exists; refusing to overwrite it")
     target.mkdir(parents=True, exist_ok=True)
     fingerprint = generate_dev_key(target / "gnupg", "aptship development key", "aptship@localhost")
     (target / "repo").mkdir(exist_ok=True)
