@@ -274,15 +274,17 @@ def publish(channel: str) -> tuple[Response, int]:
 def promote(channel: str) -> Response:
     """One package (``package``, optional ``version``) or ``all`` pins of ``from``.
 
-    The token must read ``from`` (as for ``/diff``), dry run or not: the answer shows
-    the source's pins.
+    A dry run needs ``read`` on ``from`` too (as ``/diff`` does): it shows the
+    source's pins without changing anything the token can read.  A real promote
+    needs only ``promote`` on the target: what it moves becomes readable there.
     """
     token = require("promote", channel)
     body = json_body()
     state = server_state()
     src = required(body, "from")
-    require("read", src)
     dry_run = bool(field(body, "dry_run", bool, False))
+    if dry_run:
+        require("read", src)
     if field(body, "all", bool, False):
         if "package" in body or "version" in body:
             raise UsageError("give either 'all': true or a 'package', not both")

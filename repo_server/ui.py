@@ -615,7 +615,6 @@ def _failed(what: str, err: AptshipError) -> None:
 def promote(channel: str) -> Response:
     token = require("promote", channel)
     package_name, version, src = form_value("package"), form_value("version"), form_value("from")
-    require("read", src)
     require_package(token, package_name)
     state = server_state()
     try:
