@@ -81,9 +81,6 @@ def read_events(
     return events
 
 
-SCAN_MAX = 2000  # audit objects read per page at most (a sparse filter returns a cursor)
-
-
 def read_events_page(
     storage: Storage,
     *,
@@ -91,12 +88,14 @@ def read_events_page(
     package: str | None = None,
     limit: int = 100,
     before: str | None = None,
+    scan_max: int = 2000,
 ) -> tuple[list[dict[str, Any]], str | None]:
     """One page of audit rows, newest first, and the cursor of the next (older) page.
 
     Only the object names are listed; objects are read newest first and only until
     ``limit`` rows (in ``channels``, for ``package`` if given) are found or
-    :data:`SCAN_MAX` objects were read, so a page never reads the whole log.  The
+    ``scan_max`` objects were read (a sparse filter then returns a short page and a
+    cursor), so a page never reads the whole log.  The
     cursor is the key of the last object read (``before=`` the next page starts
     below it); None when the log is exhausted.
     """
@@ -118,7 +117,7 @@ def read_events_page(
                 row = {k: v for k, v in event.items() if k != "changes"}
                 row.update(change)
                 rows.append(row)
-        if len(rows) >= limit or scanned >= SCAN_MAX:
+        if len(rows) >= limit or scanned >= scan_max:
             more = scanned < len(keys)
             return rows, key.removeprefix(AUDIT_PREFIX) if more else None
     return rows, None

@@ -103,6 +103,7 @@ class LimitsConfig:
     max_control_field_bytes: int = 64 * 1024  # one control field (name + value)
     max_batch_files: int = 1000  # .debs in one publish
     history_page_max: int = 500  # audit rows per /api/v1/history page
+    history_scan_max: int = 2000  # audit objects one history page may read
     dpkg_check: bool = True  # cross-check Package/Version/Architecture with dpkg-deb
 
 

@@ -345,6 +345,7 @@ def history() -> Response:
         package=request.args.get("package") or None,
         limit=limit,
         before=request.args.get("before") or None,
+        scan_max=state.config.limits.history_scan_max,
     )
     response = jsonify(rows)
     if cursor is not None:

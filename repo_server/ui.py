@@ -567,6 +567,7 @@ def history() -> str:
         channels={channel} if channel else set(readable),
         package=package_name,
         limit=MAX_ROWS,
+        scan_max=server_state().config.limits.history_scan_max,
     )
     return render_template(
         "ui/history.html",

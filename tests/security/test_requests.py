@@ -196,10 +196,12 @@ def test_history_is_paged_newest_first(hostile: Hostile) -> None:
 
 
 class CountingStorage(LocalStorage):
-    reads = 0
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.reads = 0
 
     def read_bytes(self, key: str) -> bytes:
-        CountingStorage.reads += 1
+        self.reads += 1
         return super().read_bytes(key)
 
 
@@ -209,4 +211,11 @@ def test_a_history_page_does_not_read_the_whole_log(hostile: Hostile) -> None:
     assert total >= 3
     rows, cursor = read_events_page(storage, channels={"dev", "staging", "prod"}, limit=1)
     assert len(rows) == 1 and cursor is not None
-    assert CountingStorage.reads == 1
+    assert storage.reads == 1
+
+
+def test_a_sparse_history_filter_stops_at_the_scan_limit(hostile: Hostile) -> None:
+    storage = CountingStorage(hostile.root / "repo")
+    rows, cursor = read_events_page(storage, channels={"nowhere"}, limit=10, scan_max=2)
+    assert (rows, storage.reads) == ([], 2)
+    assert cursor is not None  # more to scan: the client may go on
