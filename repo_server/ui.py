@@ -408,6 +408,7 @@ def overview_rows(
                     dst
                     for dst in targets[ch]
                     if summaries[dst].get(name, {}).get("pin") != cell.pin
+                    and token.covers_package(name)
                 ]
             cells.append(cell)
         rows.append((name, cells))
@@ -512,7 +513,11 @@ def package(name: str) -> str:
         raise NotFound(f"package {name!r} is in no channel you can read")
     sections = []
     for ch, ps in present.items():
-        targets = [n for n in next_channels(ch, channels) if token.allows("promote", n)]
+        targets = [
+            n
+            for n in next_channels(ch, channels)
+            if token.allows("promote", n) and token.covers_package(name)
+        ]
         rows = []
         for version in reversed(ps.versions()):
             entries = sorted(ps.find(version), key=lambda e: e.architecture)
@@ -536,7 +541,7 @@ def package(name: str) -> str:
                     ],
                 )
             )
-        can_act = token.allows("promote", ch)
+        can_act = token.allows("promote", ch) and token.covers_package(name)
         sections.append(
             ChannelSection(
                 channel=ch,

@@ -402,3 +402,20 @@ def test_history_filters(signed_in: tuple[FlaskClient, str]) -> None:
         "dev", "staging", "prod",
     }  # fmt: skip
     assert client.get("/ui/history?channel=nope").status_code == 404
+
+
+def test_a_package_scoped_token_acts_only_on_its_packages(
+    client: FlaskClient, release: ReleaseEnv
+) -> None:
+    secret = TokenStore(release.root / "tokens.json").create(
+        "hello-only", "promote", ["*"], packages=["hel*"]
+    )
+    csrf = sign_in(client, secret)
+    assert 'action="/ui/channels/staging/promote"' not in client.get("/ui/packages/world").text
+    assert 'action="/ui/channels/staging/promote"' in client.get("/ui/packages/hello").text
+    form = {"csrf_token": csrf, "version": "2.0-1", "from": "dev"}
+    other = client.post("/ui/channels/staging/promote", data={**form, "package": "world"})
+    assert other.status_code == 403
+    own = client.post("/ui/channels/staging/promote", data={**form, "package": "hello"})
+    assert own.status_code == 303
+    assert release.repo().pin_map("staging")["world"] == "1.0-1"
