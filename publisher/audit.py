@@ -79,3 +79,45 @@ def read_events(
             row.update(change)
             events.append(row)
     return events
+
+
+def read_events_page(
+    storage: Storage,
+    *,
+    channels: set[str],
+    package: str | None = None,
+    limit: int = 100,
+    before: str | None = None,
+    scan_max: int = 2000,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of audit rows, newest first, and the cursor of the next (older) page.
+
+    Only the object names are listed; objects are read newest first and only until
+    ``limit`` rows (in ``channels``, for ``package`` if given) are found or
+    ``scan_max`` objects were read (a sparse filter then returns a short page and a
+    cursor), so a page never reads the whole log.  The
+    cursor is the key of the last object read (``before=`` the next page starts
+    below it); None when the log is exhausted.
+    """
+    keys = sorted((info.key for info in storage.list(AUDIT_PREFIX)), reverse=True)
+    if before is not None:
+        keys = [k for k in keys if k < AUDIT_PREFIX + before]
+    rows: list[dict[str, Any]] = []
+    scanned = 0
+    for key in keys:
+        scanned += 1
+        try:
+            event = json.loads(storage.read_bytes(key))
+        except (NotFound, ValueError):
+            continue
+        if isinstance(event, dict) and event.get("channel") in channels:
+            for change in reversed(event.get("changes", [])):
+                if package and change.get("package") != package:
+                    continue
+                row = {k: v for k, v in event.items() if k != "changes"}
+                row.update(change)
+                rows.append(row)
+        if len(rows) >= limit or scanned >= scan_max:
+            more = scanned < len(keys)
+            return rows, key.removeprefix(AUDIT_PREFIX) if more else None
+    return rows, None

@@ -56,16 +56,33 @@ def token() -> None:
     "--role", required=True, type=click.Choice(ROLES), help="read < publish < promote < admin."
 )
 @channel_option("Channel the token may use (repeatable; '*' = every channel).", multiple=True)
+@click.option(
+    "--package",
+    "packages",
+    multiple=True,
+    help="Only change packages matching this pattern, e.g. 'svc-*' (repeatable; "
+    "default: every package). See docs/security.md.",
+)
 @json_option
-def token_create(name: str, role: str, channels: tuple[str, ...], as_json: bool) -> None:
+def token_create(
+    name: str, role: str, channels: tuple[str, ...], packages: tuple[str, ...], as_json: bool
+) -> None:
     """Create a token and print its secret (only on stdout, only this once)."""
     config = current_config()
     for channel in channels:
         if channel != ALL_CHANNELS:
             config.channel(channel)
-    secret = open_tokens(config.server.tokens_file).create(name, role, channels)
+    secret = open_tokens(config.server.tokens_file).create(name, role, channels, packages)
     if as_json:
-        emit_json({"name": name, "role": role, "channels": list(channels), "token": secret})
+        emit_json(
+            {
+                "name": name,
+                "role": role,
+                "channels": list(channels),
+                "packages": list(packages),
+                "token": secret,
+            }
+        )
         return
     click.echo(secret)
 

@@ -83,6 +83,7 @@ class ServerConfig:
     max_upload_bytes: int = 2 * 1024**3
     public_url: str | None = None
     secret_key_env: str | None = None
+    secret_key_file: Path | None = None
     pool_redirect: bool = False
     upload_dir: Path | None = None
     metrics_public: bool = False
@@ -99,6 +100,24 @@ class FleetConfig:
     report_burst: int = 3  # reports of one (token, host) accepted at once
     stale_after: float = 3600.0  # seconds without a report before a host counts as stale
     cache_seconds: float = 15.0  # how long /metrics and the dashboard reuse a fleet snapshot
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """``[limits]``: bounds on everything a client controls (docs/security.md)."""
+
+    max_body_bytes: int = 1024**2  # any request body but an upload (JSON, forms)
+    max_json_depth: int = 32
+    max_form_parts: int = 16
+    header_timeout: float = 10.0  # seconds to send the request line and headers
+    body_grace: float = 10.0  # seconds a body may take ...
+    min_body_rate: int = 64 * 1024  # ... plus one second per this many bytes
+    max_control_bytes: int = 8 * 1024**2  # decompressed control.tar read to find control
+    max_control_field_bytes: int = 64 * 1024  # one control field (name + value)
+    max_batch_files: int = 1000  # .debs in one publish
+    history_page_max: int = 500  # audit rows per /api/v1/history page
+    history_scan_max: int = 2000  # audit objects one history page may read
+    dpkg_check: bool = True  # cross-check Package/Version/Architecture with dpkg-deb
 
 
 @dataclass(frozen=True)
@@ -137,6 +156,7 @@ class Config:
     signing: SigningConfig = field(default_factory=SigningConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     fleet: FleetConfig = field(default_factory=FleetConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     channels: dict[str, ChannelConfig] = field(default_factory=dict)
 
     def channel(self, name: str) -> ChannelConfig:
@@ -250,6 +270,7 @@ def _server(sec: _Section) -> ServerConfig:
         max_upload_bytes=max_upload,
         public_url=sec.get("public_url", str, None),
         secret_key_env=sec.get("secret_key_env", str, None),
+        secret_key_file=sec.path_value("secret_key_file"),
         pool_redirect=sec.get("pool_redirect", bool, False),
         upload_dir=sec.path_value("upload_dir"),
         metrics_public=sec.get("metrics_public", bool, False),
@@ -282,6 +303,21 @@ def _fleet(sec: _Section) -> FleetConfig:
     )
     sec.finish()
     return cfg
+
+
+def _limits(sec: _Section) -> LimitsConfig:
+    values: dict[str, Any] = {}
+    for name, default in vars(LimitsConfig()).items():
+        if isinstance(default, bool):
+            values[name] = sec.get(name, bool, default)
+            continue
+        kind: type | tuple[type, ...] = int if isinstance(default, int) else (int, float)
+        value = sec.get(name, kind, default)
+        if value <= 0:
+            raise sec.fail(name, "must be positive")
+        values[name] = float(value) if isinstance(default, float) else value
+    sec.finish()
+    return LimitsConfig(**values)
 
 
 def _aptly(sec: _Section) -> AptlyConfig:
@@ -375,6 +411,7 @@ def parse_config(data: dict[str, Any], cfg_path: Path) -> Config:
     signing = _signing(_Section(top.get("signing", dict), "signing", cfg_path))
     server = _server(_Section(top.get("server", dict, {}), "server", cfg_path))
     fleet = _fleet(_Section(top.get("fleet", dict, {}), "fleet", cfg_path))
+    limits = _limits(_Section(top.get("limits", dict, {}), "limits", cfg_path))
     aptly = _aptly(_Section(top.get("aptly", dict), "aptly", cfg_path)) if "aptly" in data else None
     if engine == "aptly" and aptly is None:
         raise ConfigError(f"{cfg_path}: repository.engine = 'aptly' needs an [aptly] table")
@@ -404,5 +441,6 @@ def parse_config(data: dict[str, Any], cfg_path: Path) -> Config:
         signing=signing,
         server=server,
         fleet=fleet,
+        limits=limits,
         channels=channels,
     )

@@ -55,6 +55,50 @@ class TooLarge(InvalidPackage):
     http_status = 413
 
 
+class ControlTooLarge(InvalidPackage):
+    """A .deb whose control member (decompressed) or one control field is past the limit."""
+
+    code = "control_too_large"
+
+
+class ControlRejected(InvalidPackage):
+    """Control text dpkg would read differently or refuse (bytes, layout, identity)."""
+
+    code = "control_rejected"
+
+
+class LimitExceeded(UsageError):
+    """A request past one of the ``[limits]`` (the message names the config key)."""
+
+    code = "limit_exceeded"
+
+
+class BodyTooLarge(LimitExceeded):
+    """A request body (JSON, form, multipart) past its limit."""
+
+    code = "body_too_large"
+    http_status = 413
+
+
+class JsonTooDeep(LimitExceeded):
+    """A JSON body nested deeper than ``limits.max_json_depth``."""
+
+    code = "json_too_deep"
+
+
+class BatchTooLarge(LimitExceeded):
+    """More files in one publish than ``limits.max_batch_files``."""
+
+    code = "batch_too_large"
+
+
+class RequestTimeout(LimitExceeded):
+    """A client that sends its request body too slowly (``limits.body_*``)."""
+
+    code = "request_timeout"
+    http_status = 408
+
+
 class NotFound(AptshipError):
     """A channel, package, version or stored object that does not exist."""
 
@@ -93,6 +137,12 @@ class Forbidden(AptshipError):
     code = "forbidden"
     exit_code = 6
     http_status = 403
+
+
+class PackageScope(Forbidden):
+    """A token limited to some package names, used on another name."""
+
+    code = "package_scope"
 
 
 class StorageError(AptshipError):

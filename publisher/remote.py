@@ -21,7 +21,7 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote, urlsplit
 
 import requests
 
@@ -209,9 +209,17 @@ class RemoteRepository:
     def history(
         self, channel: str | None = None, package: str | None = None
     ) -> list[dict[str, Any]]:
+        """Every page of ``/history`` (newest first, see docs/server.md), oldest first as
+        the local CLI prints it."""
         params = {k: v for k, v in (("channel", channel), ("package", package)) if v}
-        result: list[dict[str, Any]] = self._json("GET", "/history", params=params)
-        return result
+        rows: list[dict[str, Any]] = []
+        while True:
+            resp = self._request("GET", "/history", params=params)
+            rows.extend(resp.json())
+            following = resp.links.get("next")
+            if following is None:
+                return list(reversed(rows))
+            params = dict(parse_qsl(urlsplit(following["url"]).query))
 
     def fleet(self, channel: str, package: str | None = None) -> dict[str, Any]:
         """The fleet view of ``channel`` (docs/hosts.md, "Fleet view")."""

@@ -8,6 +8,7 @@ compare-and-swap, records one audit event, and renders the channel once.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -22,7 +23,7 @@ from publisher.dists import KEYRING_KEY as KEYRING_KEY  # re-exported: tests and
 from publisher.dists import DistWriter
 from publisher.engines import Engine
 from publisher.engines.native import NativeEngine
-from publisher.errors import ImmutableConflict, InvalidPackage, NotFound
+from publisher.errors import BatchTooLarge, ImmutableConflict, InvalidPackage, NotFound
 from publisher.lifecycle import LifecycleOps
 from publisher.pins import apply_retention, set_pin
 from publisher.signing import Signer
@@ -118,7 +119,15 @@ class Repository(LifecycleOps):
         chan = self.config.channel(channel)
         if not paths:
             raise InvalidPackage("no .deb files given")
-        infos = [inspect_deb(p) for p in paths]
+        limits = self.config.limits
+        if len(paths) > limits.max_batch_files:
+            raise BatchTooLarge(
+                f"{len(paths)} files in one publish; at most {limits.max_batch_files} "
+                "(limits.max_batch_files)"
+            )
+        # each inspection runs dpkg-deb once (limits.dpkg_check): overlap them in a batch
+        with ThreadPoolExecutor(max_workers=min(4, len(paths))) as pool:
+            infos = list(pool.map(lambda p: inspect_deb(p, limits), paths))
         for info in infos:
             if not chan.accepts_architecture(info.architecture):
                 raise InvalidPackage(

@@ -13,13 +13,17 @@ stale.  Readers re-read the file whenever its inode, mtime or size changes, so t
 changes take effect in a running server without a restart.
 
 Roles are ordered ``read < publish < promote < admin``; a token may act with its
-role or any lower one, on the channels it lists (``"*"`` = every channel).
+role or any lower one, on the channels it lists (``"*"`` = every channel).  A token
+may also list package-name patterns (``"packages": ["svc-*"]``, shell-style, see
+:mod:`fnmatch`): it then publishes, promotes, rolls back and removes only packages
+whose names match one of them (reading is not limited).  No list = every package.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import fnmatch
 import hashlib
 import hmac
 import json
@@ -39,6 +43,7 @@ ROLES = ("read", "publish", "promote", "admin")
 ALL_CHANNELS = "*"
 FORMAT = 1
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+_PATTERN_RE = re.compile(r"^[a-z0-9*?][a-z0-9.+*?-]{0,99}$")
 
 
 def role_rank(role: str) -> int:
@@ -62,12 +67,19 @@ class Token:
     role: str
     channels: tuple[str, ...]
     created_at: str = ""
+    packages: tuple[str, ...] = ()  # name patterns this token may change; () = all
 
     def has_role(self, role: str) -> bool:
         return role_rank(self.role) >= role_rank(role)
 
     def covers(self, channel: str) -> bool:
         return ALL_CHANNELS in self.channels or channel in self.channels
+
+    def covers_package(self, package: str) -> bool:
+        """May this token change ``package`` (publish, promote, roll back, remove)?"""
+        return not self.packages or any(
+            fnmatch.fnmatchcase(package, pattern) for pattern in self.packages
+        )
 
     def allows(self, role: str, channel: str) -> bool:
         """May this token act with ``role`` on ``channel``?"""
@@ -78,6 +90,7 @@ class Token:
         data = asdict(self)
         del data["sha256"]
         data["channels"] = list(self.channels)
+        data["packages"] = list(self.packages)
         return data
 
 
@@ -91,6 +104,7 @@ def _parse(data: bytes, path: Path) -> list[Token]:
                 role=str(t["role"]),
                 channels=tuple(str(c) for c in t["channels"]),
                 created_at=str(t.get("created_at", "")),
+                packages=tuple(str(p) for p in t.get("packages", ())),
             )
             for t in raw["tokens"]
         ]
@@ -166,7 +180,10 @@ class TokenStore:
     def _write(self, tokens: Iterable[Token]) -> None:
         body = {
             "format": FORMAT,
-            "tokens": [asdict(t) | {"channels": list(t.channels)} for t in tokens],
+            "tokens": [
+                asdict(t) | {"channels": list(t.channels), "packages": list(t.packages)}
+                for t in tokens
+            ],
         }
         data = json.dumps(body, indent=2, sort_keys=True).encode() + b"\n"
         tmp = self.path.with_name(f".{self.path.name}.tmp-{secrets.token_hex(6)}")
@@ -182,7 +199,9 @@ class TokenStore:
                 tmp.unlink()
             raise ConfigError(f"cannot write tokens file {self.path}: {exc.strerror}") from exc
 
-    def create(self, name: str, role: str, channels: Iterable[str]) -> str:
+    def create(
+        self, name: str, role: str, channels: Iterable[str], packages: Iterable[str] = ()
+    ) -> str:
         """Add a token and return its secret (shown once, never stored)."""
         if not _NAME_RE.match(name):
             raise UsageError(
@@ -193,9 +212,16 @@ class TokenStore:
         chans = tuple(dict.fromkeys(channels))
         if not chans:
             raise UsageError("a token needs at least one channel (or '*' for all channels)")
+        patterns = tuple(dict.fromkeys(packages))
+        for pattern in patterns:
+            if not _PATTERN_RE.match(pattern):
+                raise UsageError(
+                    f"invalid package pattern {pattern!r}: use package-name characters "
+                    "and the wildcards '*', '?' (e.g. 'svc-*')"
+                )
         secret = secrets.token_urlsafe(32)
         created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        token = Token(name, digest(secret), role, chans, created)
+        token = Token(name, digest(secret), role, chans, created, patterns)
         with self._locked():
             current = self._read()
             if any(t.name == name for t in current):

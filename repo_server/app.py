@@ -56,7 +56,7 @@ def healthz() -> tuple[Response, int]:
 
 def create_app(config: Config | str | os.PathLike[str] | None = None) -> Flask:
     """Build the server for ``config`` (a Config, a path, or None for $APTSHIP_CONFIG)."""
-    from repo_server import api, apt, fleet, hosts, metrics, ui
+    from repo_server import api, apt, deadlines, fleet, hosts, metrics, ui
     from repo_server.auth import PoolAccess, reset_actor
 
     cfg = config if isinstance(config, Config) else load_config(config)
@@ -72,6 +72,7 @@ def create_app(config: Config | str | os.PathLike[str] | None = None) -> Flask:
     # Never rewrite "//" with a redirect: such paths are refused as unsafe keys.
     app.url_map.merge_slashes = False
     app.extensions[EXTENSION] = state
+    deadlines.init_app(app, cfg.limits)
     register_error_handlers(app)
     state.metrics.init_app(app)
     app.add_url_rule("/healthz", "healthz", healthz)

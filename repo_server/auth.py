@@ -23,7 +23,7 @@ from collections import OrderedDict
 from flask import g, request
 
 from publisher.audit import request_actor
-from publisher.errors import Forbidden, NotFound, Unauthorized
+from publisher.errors import Forbidden, NotFound, PackageScope, Unauthorized
 from publisher.repo import Repository
 from publisher.tokens import Token
 from repo_server.app import server_state
@@ -114,22 +114,35 @@ def require(role: str, channel: str) -> Token:
     return token
 
 
+def require_package(token: Token, package: str) -> None:
+    """Refuse (403 ``package_scope``) a change to a package outside the token's patterns."""
+    if not token.covers_package(package):
+        raise _refuse(
+            "package",
+            PackageScope(
+                f"token {token.name!r} may only change packages matching "
+                f"{', '.join(token.packages)}; not {package!r}"
+            ),
+        )
+
+
 def readable_channels(token: Token) -> list[str]:
     """The configured channels ``token`` may read, in config order."""
     return [ch for ch in server_state().config.channels if token.covers(ch)]
 
 
 def check_pool_access(key: str) -> None:
-    """Allow a pool download only via a channel the token can read."""
+    """Allow a pool download only via a channel the token can read.
+
+    A file held only by channels the token cannot read gets the same 404 as a file
+    that exists nowhere, so a reader cannot probe other channels' versions.
+    """
     token = current_token()
     referencing = server_state().pools.channels_for(key)
-    if not referencing:
-        raise NotFound(f"{key} is not published in any channel")
     if not any(token.covers(ch) for ch in referencing):
-        raise _refuse(
-            "channel",
-            Forbidden(f"token {token.name!r} may not read any channel that holds {key}"),
-        )
+        if referencing:
+            _refuse("channel", Forbidden(""))  # counted and logged, answered as 404
+        raise NotFound(f"{key} is not published in any channel you can read")
 
 
 class PoolAccess:

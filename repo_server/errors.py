@@ -26,7 +26,7 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from publisher.errors import AptshipError, RateLimited
+from publisher.errors import AptshipError, JsonTooDeep, RateLimited
 
 log = logging.getLogger("aptship.server")
 REALM = 'Basic realm="aptship"'
@@ -36,7 +36,7 @@ _HTTP_CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
-    413: "too_large",
+    413: "body_too_large",
     429: "rate_limited",
     416: "range_not_satisfiable",
 }
@@ -80,7 +80,17 @@ def _http_error(err: HTTPException) -> Response:
     status = err.code or 500
     headers = {k: v for k, v in err.get_headers() if k.lower() != "content-type"}
     message = err.description or err.name
+    if status == 413:
+        message = (
+            "the request body is larger than this server accepts here "
+            "(limits.max_body_bytes; uploads: server.max_upload_bytes)"
+        )
     return error_response(status, _HTTP_CODES.get(status, f"http_{status}"), message, headers)
+
+
+def _too_deep(_err: RecursionError) -> Response:
+    """A JSON body nested past Python's recursion limit, wherever it was parsed."""
+    return _aptship_error(JsonTooDeep("the JSON body is nested too deeply (limits.max_json_depth)"))
 
 
 def _unexpected(err: Exception) -> Response:
@@ -95,6 +105,7 @@ def _unexpected(err: Exception) -> Response:
 def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(AptshipError, _aptship_error)
     app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(RecursionError, _too_deep)
     app.register_error_handler(Exception, _unexpected)
 
 

@@ -6,8 +6,15 @@ Run by hand with::
         'repo_server:create_app()'
 
 Environment: ``APTSHIP_BIND`` (default ``127.0.0.1:8080``), ``APTSHIP_WORKERS``
-(default 2), ``APTSHIP_THREADS`` (default 8), ``PROMETHEUS_MULTIPROC_DIR`` (default:
+(default 2), ``APTSHIP_THREADS`` (default 128), ``PROMETHEUS_MULTIPROC_DIR`` (default:
 a fresh temp directory).  Command-line flags (``--bind``...) override this file.
+
+Slow clients (docs/security.md): the worker class is gthread with a header deadline
+(``repo_server.worker.AptshipWorker``, ``limits.header_timeout``); bodies have their
+own deadline (``repo_server.deadlines``).  A thread is busy only while a request is
+being read or answered, so the threads are many and cheap: 128 per worker keep apt
+answering while dozens of slow clients are being timed out.  For the internet, put
+nginx in front (it buffers slow clients before they reach a thread).
 """
 
 from __future__ import annotations
@@ -27,8 +34,12 @@ os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
 
 bind = os.environ.get("APTSHIP_BIND", "127.0.0.1:8080")
 workers = int(os.environ.get("APTSHIP_WORKERS", "2"))
-worker_class = "gthread"
-threads = int(os.environ.get("APTSHIP_THREADS", "8"))
+worker_class = "repo_server.worker.AptshipWorker"  # gthread + header deadline
+threads = int(os.environ.get("APTSHIP_THREADS", "128"))
+# Request line and headers: at most 4 KiB per line, 50 fields of 8 KiB.
+limit_request_line = 4094
+limit_request_fields = 50
+limit_request_field_size = 8190
 timeout = 120  # a worker silent this long is restarted (large uploads keep it busy)
 graceful_timeout = 30  # on SIGTERM, in-flight requests get this long to finish
 keepalive = 5

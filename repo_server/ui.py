@@ -18,11 +18,16 @@ Sign-in (``/ui/login``) takes a token and stores its *name and SHA-256 digest* (
 the secret) in Flask's signed session cookie (HttpOnly, SameSite=Strict, path
 ``/ui``, Secure over HTTPS).  Every request looks the digest up in the token store
 again, so a revoked token signs its sessions out at once.  The cookie is signed with
-``$<server.secret_key_env>``; without it each process makes a random secret (logged
-as a warning: sessions then die with the process and do not span gunicorn workers).
+``$<server.secret_key_env>``, else the contents of ``server.secret_key_file`` (which
+``aptship init`` writes, mode 600); without either each process makes a random
+secret (logged as a warning: sessions then die with the process and do not span
+gunicorn workers).
 
 Every POST carries the session's CSRF token (compared with ``hmac.compare_digest``);
-a missing or wrong one is a 403.  Authorization for actions goes through
+a missing or wrong one is a 403.  The session is checked before the form is read:
+without a session a POST is redirected to the sign-in page and its body is never
+parsed, so only ``/ui/login`` reads a form from a stranger, and that body is bounded
+(``limits.max_body_bytes``, ``limits.body_grace``).  Authorization for actions goes through
 :func:`repo_server.auth.require`, exactly as for the API, so the dashboard adds no
 way around the token rules; the cookie is never consulted outside ``/ui/``.
 """
@@ -59,14 +64,21 @@ from flask.sessions import SecureCookieSessionInterface
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
-from publisher.audit import request_actor
-from publisher.errors import AptshipError, Forbidden, NotFound, PolicyViolation, UsageError
+from publisher.audit import read_events_page, request_actor
+from publisher.errors import (
+    AptshipError,
+    ConfigError,
+    Forbidden,
+    NotFound,
+    PolicyViolation,
+    UsageError,
+)
 from publisher.pins import rollback_pin
 from publisher.repo import Repository
 from publisher.state import PackageState, PinEvent
 from publisher.tokens import Token
 from repo_server.app import EXTENSION, ServerState, server_state
-from repo_server.auth import readable_channels, require
+from repo_server.auth import readable_channels, require, require_package
 from repo_server.fleet import channel_rollouts
 
 PREFIX = "/ui"
@@ -123,11 +135,29 @@ def _setup(setup: BlueprintSetupState) -> None:
     init_app(setup.app)
 
 
+def session_secret(state: ServerState) -> str | None:
+    """``$<secret_key_env>``, else the contents of ``secret_key_file``, else None."""
+    env_name = state.config.server.secret_key_env
+    secret = os.environ.get(env_name) if env_name else None
+    if secret:
+        return secret
+    path = state.config.server.secret_key_file
+    if path is None:
+        return None
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read server.secret_key_file {path}: {exc.strerror}") from exc
+    if len(text) < 32:
+        raise ConfigError(f"server.secret_key_file {path} must hold at least 32 characters")
+    return text
+
+
 def init_app(app: Flask) -> None:
     """Session secret and cookie settings (called once, when the blueprint is registered)."""
     state: ServerState = app.extensions[EXTENSION]
     env_name = state.config.server.secret_key_env
-    secret = os.environ.get(env_name) if env_name else None
+    secret = session_secret(state)
     if secret:
         app.secret_key = secret
     else:
@@ -222,9 +252,10 @@ def this_page() -> str:
 
 @bp.before_request
 def _gate() -> Response | None:
-    if request.method == "POST":
-        check_csrf()
+    """Session first, then CSRF: a stranger's POST is answered before its body is read."""
     if request.endpoint == "ui.login":
+        if request.method == "POST":
+            check_csrf()
         return None
     token = session_token()
     if token is None:
@@ -233,6 +264,8 @@ def _gate() -> Response | None:
             flash("Your token is no longer valid (revoked?): sign in again.", "error")
         wanted = this_page() if request.method == "GET" else None
         return redirect(url_for("ui.login", next=safe_next(wanted)), 303)
+    if request.method == "POST":
+        check_csrf()
     g.ui_token = token
     g.aptship_token = token  # so repo_server.auth.require() checks this token
     return None
@@ -376,6 +409,7 @@ def overview_rows(
                     dst
                     for dst in targets[ch]
                     if summaries[dst].get(name, {}).get("pin") != cell.pin
+                    and token.covers_package(name)
                 ]
             cells.append(cell)
         rows.append((name, cells))
@@ -481,7 +515,11 @@ def package(name: str) -> str:
         raise NotFound(f"package {name!r} is in no channel you can read")
     sections = []
     for ch, ps in present.items():
-        targets = [n for n in next_channels(ch, channels) if token.allows("promote", n)]
+        targets = [
+            n
+            for n in next_channels(ch, channels)
+            if token.allows("promote", n) and token.covers_package(name)
+        ]
         rows = []
         for version in reversed(ps.versions()):
             entries = sorted(ps.find(version), key=lambda e: e.architecture)
@@ -505,7 +543,7 @@ def package(name: str) -> str:
                     ],
                 )
             )
-        can_act = token.allows("promote", ch)
+        can_act = token.allows("promote", ch) and token.covers_package(name)
         sections.append(
             ChannelSection(
                 channel=ch,
@@ -529,16 +567,19 @@ def history() -> str:
     if channel is not None:
         require("read", channel)
     readable = readable_channels(token)
-    rows = [
-        row
-        for row in reversed(server_state().repo.history(channel, package_name))
-        if row.get("channel") in readable
-    ]
-    rows.sort(key=lambda row: str(row.get("at", "")), reverse=True)  # stable: newest first
+    if channel is not None:
+        server_state().config.channel(channel)
+    rows, more = read_events_page(  # newest first, without reading the whole log
+        server_state().repo.storage,
+        channels={channel} if channel else set(readable),
+        package=package_name,
+        limit=MAX_ROWS,
+        scan_max=server_state().config.limits.history_scan_max,
+    )
     return render_template(
         "ui/history.html",
         rows=rows[:MAX_ROWS],
-        total=len(rows),
+        more=more is not None,
         channels=readable,
         channel=channel,
         package=package_name or "",
@@ -582,6 +623,7 @@ def _failed(what: str, err: AptshipError) -> None:
 def promote(channel: str) -> Response:
     token = require("promote", channel)
     package_name, version, src = form_value("package"), form_value("version"), form_value("from")
+    require_package(token, package_name)
     state = server_state()
     try:
         with acting_as(token):
@@ -602,6 +644,7 @@ def promote(channel: str) -> Response:
 def rollback(channel: str) -> Response:
     token = require("promote", channel)
     package_name = form_value("package")
+    require_package(token, package_name)
     to = request.form.get("to", "").strip() or None
     state = server_state()
     try:

@@ -29,18 +29,19 @@ def test_example_config_mentions_every_server_and_storage_key() -> None:
     from publisher.config import (
         AptlyConfig,
         FleetConfig,
+        LimitsConfig,
         ServerConfig,
         SigningConfig,
         StorageConfig,
     )
 
-    for cls in (ServerConfig, StorageConfig, SigningConfig, AptlyConfig, FleetConfig):
+    for cls in (ServerConfig, StorageConfig, SigningConfig, AptlyConfig, FleetConfig, LimitsConfig):
         for f in fields(cls):
             assert re.search(rf"^#? ?{f.name} = ", text, re.M), (
                 f"{cls.__name__}.{f.name} undocumented"
             )
     docs = (ROOT / "docs" / "config.md").read_text()
-    for cls in (ServerConfig, StorageConfig, SigningConfig, AptlyConfig, FleetConfig):
+    for cls in (ServerConfig, StorageConfig, SigningConfig, AptlyConfig, FleetConfig, LimitsConfig):
         for f in fields(cls):
             assert f"`{f.name}`" in docs, f"docs/config.md lacks {f.name}"
 

@@ -2,12 +2,15 @@
 
 A key is a relative, ``/``-separated path inside the repository.  It must not be
 empty, absolute, contain ``..`` or ``.`` segments, empty segments, backslashes or
-control characters.  Both backends call :func:`check_key` before touching anything.
+control characters, or segments longer than 255 bytes (what file systems allow).
+Both backends call :func:`check_key` before touching anything.
 """
 
 from __future__ import annotations
 
 from publisher.errors import UsageError
+
+MAX_SEGMENT = 255
 
 
 def check_key(key: str) -> str:
@@ -21,6 +24,8 @@ def check_key(key: str) -> str:
     for part in key.split("/"):
         if part in ("", ".", ".."):
             raise UsageError(f"unsafe storage key {key!r}: empty, '.' or '..' segment")
+        if len(part.encode("utf-8", "surrogatepass")) > MAX_SEGMENT:
+            raise UsageError(f"storage key segment longer than {MAX_SEGMENT} bytes")
     return key
 
 

@@ -64,11 +64,11 @@ class LocalStorage:
         try:
             fh = path.open("rb")
         except (FileNotFoundError, NotADirectoryError):
-            raise NotFound(f"{key} not found in {self.root}") from None
+            raise NotFound(f"{key} not found") from None
         except IsADirectoryError:
-            raise NotFound(f"{key} is not an object in {self.root}") from None
+            raise NotFound(f"{key} not found") from None
         except OSError as exc:
-            raise StorageError(f"cannot read {path}: {exc.strerror}") from exc
+            raise StorageError(f"cannot read {key}: {exc.strerror}") from exc
         return fh
 
     def read_bytes(self, key: str) -> bytes:
@@ -88,9 +88,9 @@ class LocalStorage:
         try:
             st = path.stat()
         except (FileNotFoundError, NotADirectoryError):
-            raise NotFound(f"{key} not found in {self.root}") from None
+            raise NotFound(f"{key} not found") from None
         if not path.is_file():
-            raise NotFound(f"{key} is not an object in {self.root}")
+            raise NotFound(f"{key} not found")
         return ObjectInfo(key=key, size=st.st_size, mtime=st.st_mtime, etag=_etag(st))
 
     def exists(self, key: str) -> bool:

@@ -308,10 +308,10 @@ def test_channels_and_history_are_filtered(
     assert all(r["package"] != "secret" for r in rows)
     admin_rows = client.get("/api/v1/history", headers=env.headers("admin")).json or []
     assert {r["channel"] for r in admin_rows} == {"dev", "prod"}
-    assert admin_rows == repo.history()
+    assert admin_rows == list(reversed(repo.history()))  # newest first
     assert client.get("/api/v1/history?channel=prod", headers=h).status_code == 403
     one = client.get("/api/v1/history?channel=dev&package=alpha", headers=h).json
-    assert one == repo.history("dev", "alpha")
+    assert one == list(reversed(repo.history("dev", "alpha")))
 
 
 def test_unknown_package_and_route_are_json_404(client: FlaskClient, env: ServerEnv) -> None:

@@ -102,7 +102,7 @@ def test_token_commands(env: ServerEnv) -> None:
     code, out = run(env, "token", "list", "--json")
     rows = json.loads(out)
     assert {r["name"] for r in rows} == {"read", "publish", "promote", "admin", "other", "ops"}
-    assert all(set(r) == {"name", "role", "channels", "created_at"} for r in rows)
+    assert all(set(r) == {"name", "role", "channels", "created_at", "packages"} for r in rows)
     assert secret not in out
 
     code, out = run(env, "token", "list")

@@ -150,8 +150,10 @@ def test_logout_clears_the_session(signed_in: tuple[FlaskClient, str]) -> None:
     out = client.post("/ui/logout", data={"csrf_token": csrf})
     assert (out.status_code, out.headers["Location"]) == (303, "/ui/login")
     assert client.get("/ui/").status_code == 303
-    # the old CSRF token died with the session
-    assert client.post("/ui/logout", data={"csrf_token": csrf}).status_code == 403
+    # the old CSRF token died with the session: a POST without a session is sent to
+    # the sign-in page before its form is read
+    late = client.post("/ui/logout", data={"csrf_token": csrf})
+    assert (late.status_code, late.headers["Location"]) == (303, "/ui/login")
 
 
 def test_revoked_token_ends_the_session(
@@ -400,3 +402,20 @@ def test_history_filters(signed_in: tuple[FlaskClient, str]) -> None:
         "dev", "staging", "prod",
     }  # fmt: skip
     assert client.get("/ui/history?channel=nope").status_code == 404
+
+
+def test_a_package_scoped_token_acts_only_on_its_packages(
+    client: FlaskClient, release: ReleaseEnv
+) -> None:
+    secret = TokenStore(release.root / "tokens.json").create(
+        "hello-only", "promote", ["*"], packages=["hel*"]
+    )
+    csrf = sign_in(client, secret)
+    assert 'action="/ui/channels/staging/promote"' not in client.get("/ui/packages/world").text
+    assert 'action="/ui/channels/staging/promote"' in client.get("/ui/packages/hello").text
+    form = {"csrf_token": csrf, "version": "2.0-1", "from": "dev"}
+    other = client.post("/ui/channels/staging/promote", data={**form, "package": "world"})
+    assert other.status_code == 403
+    own = client.post("/ui/channels/staging/promote", data={**form, "package": "hello"})
+    assert own.status_code == 303
+    assert release.repo().pin_map("staging")["world"] == "1.0-1"
