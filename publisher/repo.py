@@ -143,7 +143,9 @@ class Repository(LifecycleOps):
         since = read_sweep(self.storage) if since is None else since  # before any write
         committed = self.commit(channel, change, restore=restore, since=since)
         (result, changes), head, changed = committed
-        if changed:
+        # Also when the state ended up unchanged but the operation did something: a
+        # publish of a version older than the `keep` newest adds it and drops it again.
+        if changed or changes:
             try:
                 record_event(
                     self.storage, action=action, channel=channel, changes=changes, actor=actor
