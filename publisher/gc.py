@@ -19,6 +19,7 @@ A run:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -32,7 +33,15 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 from publisher.dists import read_record, record_key
 from publisher.errors import NotFound, PreconditionFailed, StorageError, UsageError
 from publisher.state import STATE_PREFIX, Head, head_key
-from publisher.sweep import IDLE, Sweep, new_sweep, read_sweep, write_sweep
+from publisher.sweep import (
+    CORRUPT,
+    IDLE,
+    SWEEP_KEY,
+    Sweep,
+    new_sweep,
+    read_sweep,
+    write_sweep,
+)
 
 if TYPE_CHECKING:
     from publisher.repo import Repository
@@ -170,7 +179,7 @@ def _start_sweep(repo: Repository, keys: list[str]) -> Sweep | None:
     current = read_sweep(repo.storage)
     if current.active:
         age = time.time() - current.started_at
-        if current.state != "corrupt" and age < SWEEP_STALE:
+        if current.state != CORRUPT and age < SWEEP_STALE:
             log.info("another gc is sweeping (for %.0f s); this run only marks", age)
             return None
         log.warning("warning: resetting a gc sweep left %.0f s ago by an interrupted gc", age)
@@ -178,6 +187,16 @@ def _start_sweep(repo: Repository, keys: list[str]) -> Sweep | None:
         return write_sweep(repo.storage, new_sweep(keys), expected=current)
     except PreconditionFailed:
         return None  # another gc started a sweep just now
+
+
+def _reset_corrupt_sweep(repo: Repository) -> None:
+    """An unreadable sweep record blocks every commit that guards a key: reset it."""
+    current = read_sweep(repo.storage)
+    if current.state == CORRUPT:
+        log.warning("warning: resetting the unreadable gc sweep record %s", SWEEP_KEY)
+        idle = Sweep(state=IDLE, owner=secrets.token_hex(8))
+        with contextlib.suppress(PreconditionFailed):
+            write_sweep(repo.storage, idle, expected=current)
 
 
 def _end_sweep(repo: Repository, sweep: Sweep) -> None:
@@ -232,6 +251,8 @@ def collect(
     due = sorted(k for k in unreferenced if old.marks.get(k, now) <= now - grace)
     if dry_run:
         return due
+    if not due:
+        _reset_corrupt_sweep(repo)
     deleted = set(sweep(repo, due)) if due else set()
     marks = {k: old.marks.get(k, now) for k in unreferenced if k not in deleted}
     if marks != old.marks:

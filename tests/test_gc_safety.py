@@ -20,11 +20,21 @@ import pytest
 
 from publisher.audit import read_events
 from publisher.dists import record_key
-from publisher.errors import PolicyViolation, StorageError, UsageError
-from publisher.gc import MIN_GRACE, collect, parse_duration
-from publisher.repo import Repository
+from publisher.errors import NotFound, PolicyViolation, StorageError, SweepBusy, UsageError
+from publisher.gc import MARKS_KEY, MIN_GRACE, collect, parse_duration
+from publisher.repo import KEYRING_KEY, Repository
 from publisher.state import head_key
 from publisher.storage.local import LocalStorage
+from publisher.sweep import (
+    IDLE,
+    SWEEP_KEY,
+    SWEEPING,
+    Sweep,
+    guard,
+    new_sweep,
+    read_sweep,
+    write_sweep,
+)
 from publisher.verify import verify
 
 DAY = 86400.0
@@ -254,3 +264,71 @@ def test_gc_refuses_a_grace_below_the_minimum() -> None:
     assert parse_duration("10s") == MIN_GRACE
     with pytest.raises(UsageError, match="at least"):
         collect(None, grace=0, dry_run=True)  # type: ignore[arg-type]
+
+
+def test_guard_waits_for_a_sweep_and_restores_or_refuses_missing_keys(
+    repo: Repository, debs: Callable[..., Path]
+) -> None:
+    repo.publish("dev", [debs("app", "1.0")])
+    key = "pool/main/a/app/app_1.0_amd64.deb"
+    idle = read_sweep(repo.storage)
+    active = write_sweep(repo.storage, new_sweep([key]), expected=idle)
+    with pytest.raises(SweepBusy, match="being garbage-collected"):
+        guard(repo.storage, {key: None}, what="test")
+    guard(repo.storage, {KEYRING_KEY: None}, what="test")  # other keys go on
+    write_sweep(repo.storage, Sweep(state=IDLE, owner=active.owner), expected=active)
+    restored: list[str] = []
+    with pytest.raises(NotFound, match="publish the package again"):
+        guard(repo.storage, {"pool/gone.deb": None}, what="test")
+    guard(repo.storage, {"pool/gone.deb": lambda: restored.append("x")}, what="test")
+    assert restored == ["x"]
+    # a quiet sweep record since the keys were written: restorable keys are not looked up
+    since = read_sweep(repo.storage)
+    guard(repo.storage, {"pool/gone.deb": lambda: restored.append("y")}, what="t", since=since)
+    assert restored == ["x"]
+
+
+def test_a_corrupt_sweep_record_blocks_commits_until_gc_resets_it(
+    repo: Repository, debs: Callable[..., Path], tmp_path: Path
+) -> None:
+    repo.publish("dev", [debs("app", "1.0")])
+    corrupt = tmp_path / "repo" / SWEEP_KEY
+    corrupt.parent.mkdir(parents=True, exist_ok=True)
+    corrupt.write_bytes(b"\x00garbage{")
+    with pytest.raises(SweepBusy, match="corrupt"):
+        guard(repo.storage, {"pool/x.deb": None}, what="test")
+    assert collect(repo, grace=DAY, dry_run=True) == []
+    assert read_sweep(repo.storage).state == "corrupt"  # a dry run changes nothing
+    collect(repo, grace=DAY, dry_run=False)
+    assert read_sweep(repo.storage).state == IDLE
+    repo.publish("dev", [debs("app", "1.1")])
+    healthy(repo)
+
+
+def test_gc_leaves_a_live_sweep_alone_and_resets_an_abandoned_one(
+    repo: Repository, debs: Callable[..., Path], clock: Clock
+) -> None:
+    repo.publish("dev", [debs("app", "1.0"), debs("app", "1.1")])
+    repo.remove("app", "1.0", "dev")
+    key = "pool/main/a/app/app_1.0_amd64.deb"
+    live = write_sweep(repo.storage, new_sweep(["pool/unrelated.deb"]), expected=Sweep())
+    assert clock.full_gc(repo) == []  # another gc is sweeping: this one only marks
+    assert repo.storage.exists(key) and read_sweep(repo.storage).owner == live.owner
+    abandoned = Sweep(state=SWEEPING, keys=[], started_at=time.time() - 2 * 3600, owner="dead")
+    write_sweep(repo.storage, abandoned, expected=read_sweep(repo.storage))
+    clock.full_gc(repo)
+    assert not repo.storage.exists(key)
+    assert read_sweep(repo.storage).state == IDLE
+    healthy(repo)
+
+
+def test_a_corrupt_marks_file_is_rebuilt(
+    repo: Repository, debs: Callable[..., Path], tmp_path: Path, clock: Clock
+) -> None:
+    repo.publish("dev", [debs("app", "1.0"), debs("app", "1.1")])
+    repo.remove("app", "1.0", "dev")
+    (tmp_path / "repo" / MARKS_KEY).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "repo" / MARKS_KEY).write_text('{"marks": ["not", "a", "map"]}')
+    clock.full_gc(repo)
+    assert not repo.storage.exists("pool/main/a/app/app_1.0_amd64.deb")
+    healthy(repo)
