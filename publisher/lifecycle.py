@@ -58,8 +58,8 @@ class LifecycleOps:
 
     # -- promote ------------------------------------------------------------------
     def _check_promote_path(self, src: str, dst: str) -> None:
-        target = self.config.channel(dst)
         self.config.channel(src)
+        target = self.config.channel(dst)
         if src not in target.promote_from:
             allowed = ", ".join(target.promote_from) or "nowhere"
             raise PolicyViolation(
