@@ -348,12 +348,12 @@ def verify_cmd(ctx: Context, fast: bool, channels: tuple[str, ...], as_json: boo
     default="1d",
     show_default=True,
     metavar="DURATION",
-    help="Only delete objects older than this (0, 90s, 30m, 12h, 1d, 2w).",
+    help="Only delete what a gc run marked unreferenced at least this long ago (min 10s).",
 )
 @json_option
 @pass_ctx
 def gc_cmd(ctx: Context, dry_run: bool, grace: str, as_json: bool) -> None:
-    """Delete unreferenced pool, by-hash and state files older than the grace period."""
+    """Delete pool, by-hash and state files unreferenced for the grace period."""
     from publisher.gc import collect, parse_duration
 
     keys = collect(ctx.repo, grace=parse_duration(grace), dry_run=dry_run)

@@ -20,21 +20,25 @@ Nothing is ever deleted here; old ``by-hash`` files go away only through ``gc``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
+import random
+import time
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any
 
 from publisher import codecs
 from publisher.config import ChannelConfig, Config
-from publisher.errors import NotFound, PreconditionFailed, StorageError
+from publisher.errors import NotFound, PreconditionFailed, StorageError, SweepBusy
 from publisher.index import IndexFile, index_path, segment_text, splice
 from publisher.pins import PINS_PATH, pins_segment
 from publisher.signing import Signer
 from publisher.state import STATE_PREFIX, ChannelState, Head, StateStore
 from publisher.storage.base import Storage
+from publisher.sweep import Restore, Sweep, guard, read_sweep
 
 log = logging.getLogger("aptship.dists")
 MAX_ROUNDS = 20
@@ -76,20 +80,25 @@ class Record:
     inrelease: str = ""
     keyring: str = ""  # sha256 of the public keyring published with this record
     etag: str | None = None
+    fence: str = ""  # set by gc when it rewrites the record unchanged (publisher.gc)
 
     def encode(self) -> bytes:
-        return json.dumps(
-            {
-                "generation": self.generation,
-                "shards": self.shards,
-                "files": {p: f.to_json() for p, f in sorted(self.files.items())},
-                "release": self.release,
-                "release_gpg": self.release_gpg,
-                "inrelease": self.inrelease,
-                "keyring": self.keyring,
-            },
-            sort_keys=True,
-        ).encode()
+        body: dict[str, Any] = {
+            "generation": self.generation,
+            "shards": self.shards,
+            "files": {p: f.to_json() for p, f in sorted(self.files.items())},
+            "release": self.release,
+            "release_gpg": self.release_gpg,
+            "inrelease": self.inrelease,
+            "keyring": self.keyring,
+        }
+        if self.fence:
+            body["fence"] = self.fence
+        return json.dumps(body, sort_keys=True).encode()
+
+    def by_hash_keys(self, channel: str) -> set[str]:
+        """Every by-hash file this record references (each ``files`` entry's copies)."""
+        return {dists_key(channel, p) for info in self.files.values() for p in info.by_hash()}
 
     @classmethod
     def decode(cls, data: bytes, etag: str) -> Record:
@@ -103,6 +112,7 @@ class Record:
             inrelease=raw["inrelease"],
             keyring=str(raw.get("keyring", "")),
             etag=etag,
+            fence=str(raw.get("fence", "")),
         )
 
 
@@ -129,11 +139,19 @@ class DistWriter:
         self.states = states if states is not None else StateStore(storage)
 
     # -- public ------------------------------------------------------------------
-    def publish(self, channel: str, *, force: bool = False, head: Head | None = None) -> int:
+    def publish(
+        self,
+        channel: str,
+        *,
+        force: bool = False,
+        head: Head | None = None,
+        since: Sweep | None = None,
+    ) -> int:
         """Make ``dists/<channel>`` show the newest state (at least ``head``); return the
         generation it shows.
 
         ``head``: the head the caller has just committed (saves reading it again).
+        ``since``: the gc sweep record as read before (see :func:`publisher.sweep.guard`).
 
         A generation that another writer commits while we render is that writer's to
         render: every commit is followed by its committer's own render, and published
@@ -144,6 +162,7 @@ class DistWriter:
         committer that dies before rendering leaves its generation to the next publish
         or to ``aptship reindex`` (``aptship verify`` reports it).
         """
+        since = read_sweep(self.storage) if since is None else since
         known = head
         target = head.generation if head is not None else None
         for _round in range(MAX_ROUNDS):
@@ -155,9 +174,13 @@ class DistWriter:
                 self._ensure_written(channel, record)
                 return record.generation
             try:
-                new, payloads = self._render(channel, head, record, full=force or not record.files)
+                full = force or not record.files
+                new, payloads = self._render(channel, head, record, full=full, since=since)
             except PreconditionFailed:
-                continue  # another renderer swapped the record first: start over
+                continue  # another renderer (or gc's fence) swapped the record first
+            except SweepBusy:
+                time.sleep(0.05 + 0.25 * random.random())  # noqa: S311 - jitter, not crypto
+                continue  # a by-hash file it needs is in a gc sweep: wait for the sweep
             self._write_plain(channel, new, record, payloads)
             self._settle(channel, new)
             return head.generation
@@ -165,7 +188,7 @@ class DistWriter:
 
     # -- rendering ---------------------------------------------------------------
     def _render(
-        self, channel: str, head: Head, old: Record, *, full: bool
+        self, channel: str, head: Head, old: Record, *, full: bool, since: Sweep
     ) -> tuple[Record, dict[str, bytes]]:
         chan = self.config.channel(channel)
         view = ChannelState(self.states, head)  # render exactly the generation that was read
@@ -176,16 +199,21 @@ class DistWriter:
             except (KeyError, NotFound, ValueError):
                 log.info("channel %s: previous indexes unusable, rendering in full", channel)
         new, payloads = built or self._build(chan, view, old, full=True)
+        written: dict[str, Restore | None] = {}
         for path, data in payloads.items():
             for by_hash in new.files[path].by_hash():
-                # content-addressed: an existing object already has these exact bytes
-                with contextlib.suppress(PreconditionFailed):
-                    self.storage.write_bytes(dists_key(channel, by_hash), data, create_only=True)
+                key = dists_key(channel, by_hash)
+                restore = functools.partial(self._create, key, data)
+                restore()
+                written[key] = restore
         public = self.signer.export_public()
         new.keyring = hashlib.sha256(public).hexdigest()
         if full or built is None or new.keyring != old.keyring:
             self._ensure_keyring(public)
         self._sign(chan, new)
+        # The record will reference these by-hash files: none may be in a gc sweep, and
+        # one that existed already (same bytes) may have been deleted since (gc).
+        guard(self.storage, written, what=f"dists/{channel}", since=since)
         new.etag = self.storage.write_bytes(
             record_key(channel),
             new.encode(),
@@ -194,6 +222,11 @@ class DistWriter:
             content_type="application/json",
         )
         return new, payloads
+
+    def _create(self, key: str, data: bytes) -> None:
+        # content-addressed: an existing object already has these exact bytes
+        with contextlib.suppress(PreconditionFailed):
+            self.storage.write_bytes(key, data, create_only=True)
 
     def _ensure_keyring(self, public: bytes) -> None:
         """Publish the public key apt checks the signatures with (before the Release)."""

@@ -164,6 +164,15 @@ class PreconditionFailed(StorageError):
     http_status = 409
 
 
+class SweepBusy(StorageError):
+    """A commit would reference a key that a running ``aptship gc`` sweep may delete.
+
+    The commit loops wait and retry; users see it only when the sweep outlasts them.
+    """
+
+    code = "gc_sweep_busy"
+
+
 class SigningError(AptshipError):
     """gpg failed to sign, or a signature did not verify."""
 

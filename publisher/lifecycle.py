@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from publisher.audit import current_actor, read_events, record_event
+from publisher.audit import current_actor, read_events
 from publisher.errors import ImmutableConflict, NotFound, PolicyViolation
 from publisher.pins import apply_retention, preferences, rollback_pin, set_pin
-from publisher.state import ChannelState, Entry, Head
+from publisher.state import ChannelState, Entry, PackageState
 from publisher.versions import newest
 
 if TYPE_CHECKING:
@@ -24,6 +24,21 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
+def retention_changes(package: str, ps: PackageState, keep: int) -> list[dict[str, Any]]:
+    """Apply keep-N retention to ``ps``; one audit change per dropped entry."""
+    return [
+        {
+            "package": package,
+            "version": gone.version,
+            "architecture": gone.architecture,
+            "old": ps.pin,
+            "new": ps.pin,
+            "note": f"dropped by retention (keep = {keep})",
+        }
+        for gone in apply_retention(ps, keep)
+    ]
+
+
 class LifecycleOps:
     """Channel operations; mixed into :class:`publisher.repo.Repository`."""
 
@@ -33,26 +48,31 @@ class LifecycleOps:
 
     if TYPE_CHECKING:
 
-        def render(self, channel: str, *, force: bool = False) -> int: ...
-
-        def commit(
-            self, channel: str, change: Callable[[ChannelState], T]
-        ) -> tuple[T, Head, bool]: ...
+        def commit_change(
+            self,
+            channel: str,
+            action: str,
+            actor: str,
+            change: Callable[[ChannelState], tuple[T, list[dict[str, Any]]]],
+        ) -> T: ...
 
     # -- promote ------------------------------------------------------------------
-    def _promotion_plan(
-        self, src: str, dst: str, wanted: Sequence[tuple[str, str | None]]
-    ) -> list[tuple[str, str, list[Entry]]]:
-        source, target = self.config.channel(src), self.config.channel(dst)
+    def _check_promote_path(self, src: str, dst: str) -> None:
+        self.config.channel(src)
+        target = self.config.channel(dst)
         if src not in target.promote_from:
             allowed = ", ".join(target.promote_from) or "nowhere"
             raise PolicyViolation(
                 f"channel {dst!r} does not promote from {src!r} (promote_from: {allowed})"
             )
-        view = self.states.view(source.name)
+
+    def _promotion_plan(
+        self, source: ChannelState, dst: str, wanted: Sequence[tuple[str, str | None]]
+    ) -> list[tuple[str, str, list[Entry]]]:
+        src, target = source.channel, self.config.channel(dst)
         plan = []
         for package, version in wanted:
-            ps = view.get(package)
+            ps = source.get(package)
             if ps is None or not ps.entries:
                 raise NotFound(f"package {package!r} is not in channel {src!r}")
             chosen = version or ps.pin
@@ -75,11 +95,16 @@ class LifecycleOps:
     def _promote(
         self, src: str, dst: str, wanted: Sequence[tuple[str, str | None]], dry_run: bool
     ) -> list[dict[str, Any]]:
-        plan = self._promotion_plan(src, dst, wanted)
+        self._check_promote_path(src, dst)
         target = self.config.channel(dst)
         actor = current_actor()
 
         def change(state: ChannelState) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+            # The source is read in every attempt, after the target: what is committed is
+            # what the source held just before this compare-and-swap, and the commit
+            # guards the pool files it adds (publisher.sweep), so a promote never lands
+            # on a removed version or a deleted pool file.
+            plan = self._promotion_plan(self.states.view(src), dst, wanted)
             results, changes = [], []
             for package, version, entries in plan:
                 ps = state.edit(package)
@@ -95,7 +120,6 @@ class LifecycleOps:
                         ps.entries.append(entry)
                         added = True
                 moved = set_pin(ps, version, "promote", actor)
-                apply_retention(ps, target.keep)
                 status = "promoted" if added or moved else "unchanged"
                 if dry_run:
                     status = "planned" if status == "promoted" else status
@@ -121,15 +145,12 @@ class LifecycleOps:
                             "from": src,
                         }
                     )
+                changes += retention_changes(package, ps, target.keep)
             return results, changes
 
         if dry_run:
             return change(self.states.view(dst))[0]
-        (results, changes), _head, changed = self.commit(dst, change)
-        if changed:
-            record_event(self.storage, action="promote", channel=dst, changes=changes, actor=actor)
-            self.render(dst)
-        return results
+        return self.commit_change(dst, "promote", actor, change)
 
     def promote(
         self, package: str, version: str | None, src: str, dst: str, *, dry_run: bool = False
@@ -148,16 +169,15 @@ class LifecycleOps:
         self.config.channel(channel)
         actor = current_actor()
 
-        def change(state: ChannelState) -> dict[str, Any]:
+        def change(state: ChannelState) -> tuple[dict[str, Any], list[dict[str, Any]]]:
             ps = state.require(package)
             old = ps.pin
             state.edit(package)
             new = rollback_pin(ps, package, to, actor)
-            return {"package": package, "channel": channel, "old_pin": old, "new_pin": new}
+            result = {"package": package, "channel": channel, "old_pin": old, "new_pin": new}
+            return result, [{"package": package, "version": new, "old": old, "new": new}]
 
-        result, _head, _changed = self.commit(channel, change)
-        self._pin_event("rollback", channel, actor, package, result["new_pin"], result)
-        return result
+        return self.commit_change(channel, "rollback", actor, change)
 
     def remove(
         self, package: str, version: str, channel: str, *, force: bool = False
@@ -165,7 +185,7 @@ class LifecycleOps:
         self.config.channel(channel)
         actor = current_actor()
 
-        def change(state: ChannelState) -> dict[str, Any]:
+        def change(state: ChannelState) -> tuple[dict[str, Any], list[dict[str, Any]]]:
             ps = state.require(package)
             gone = ps.find(version)
             if not gone:
@@ -180,7 +200,7 @@ class LifecycleOps:
             ps.pin_stack = [v for v in ps.pin_stack if v != version]
             if version == old:
                 set_pin(ps, newest(ps.versions()), "remove", actor)
-            return {
+            result = {
                 "package": package,
                 "version": version,
                 "channel": channel,
@@ -188,25 +208,9 @@ class LifecycleOps:
                 "old_pin": old,
                 "new_pin": ps.pin,
             }
+            return result, [{"package": package, "version": version, "old": old, "new": ps.pin}]
 
-        result, _head, _changed = self.commit(channel, change)
-        self._pin_event("remove", channel, actor, package, version, result)
-        return result
-
-    def _pin_event(
-        self,
-        action: str,
-        channel: str,
-        actor: str,
-        package: str,
-        version: str | None,
-        result: dict[str, Any],
-    ) -> None:
-        """Record a one-package change in the audit log and publish the channel."""
-        change = {"package": package, "version": version}
-        change |= {"old": result["old_pin"], "new": result["new_pin"]}
-        record_event(self.storage, action=action, channel=channel, actor=actor, changes=[change])
-        self.render(channel)
+        return self.commit_change(channel, "remove", actor, change)
 
     # -- queries --------------------------------------------------------------------
     def pin_map(self, channel: str) -> dict[str, str]:

@@ -7,7 +7,9 @@ compare-and-swap, records one audit event, and renders the channel once.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import functools
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
@@ -23,15 +25,23 @@ from publisher.dists import KEYRING_KEY as KEYRING_KEY  # re-exported: tests and
 from publisher.dists import DistWriter
 from publisher.engines import Engine
 from publisher.engines.native import NativeEngine
-from publisher.errors import BatchTooLarge, ImmutableConflict, InvalidPackage, NotFound
-from publisher.lifecycle import LifecycleOps
-from publisher.pins import apply_retention, set_pin
+from publisher.errors import (
+    AptshipError,
+    BatchTooLarge,
+    ImmutableConflict,
+    InvalidPackage,
+    NotFound,
+)
+from publisher.lifecycle import LifecycleOps, retention_changes
+from publisher.pins import set_pin
 from publisher.signing import Signer
 from publisher.state import ChannelState, Entry, Head, PackageState, StateStore
 from publisher.storage import Storage, open_storage
+from publisher.sweep import Restore, Sweep, read_sweep
 from publisher.versions import newest
 
 T = TypeVar("T")
+log = logging.getLogger("aptship")
 Progress = Callable[[int], None]
 
 
@@ -93,15 +103,82 @@ class Repository(LifecycleOps):
         """Where apt's files (dists/, pool/) live: the engine's tree."""
         return self.engine.serving
 
-    def commit(self, channel: str, change: Callable[[ChannelState], T]) -> tuple[T, Head, bool]:
-        """Commit a state change; the engine mirrors it first (a failure changes nothing)."""
+    def commit(
+        self,
+        channel: str,
+        change: Callable[[ChannelState], T],
+        *,
+        restore: Mapping[str, Restore] | None = None,
+        since: Sweep | None = None,
+    ) -> tuple[T, Head, bool]:
+        """Commit a state change; the engine mirrors it first (a failure changes nothing).
+
+        With the native engine, the pool files of the entries the change adds are
+        guarded against a running gc sweep (:func:`publisher.sweep.guard`); ``restore``
+        rewrites those the caller holds the bytes of, if gc deleted them meanwhile.
+        """
 
         def mirror(state: ChannelState) -> None:
             added, removed = state.entry_changes()
             self.engine.apply(channel, added, removed)
 
-        hook = None if isinstance(self.engine, NativeEngine) else mirror
-        return self.states.update(channel, change, before_commit=hook)
+        def pool_files(state: ChannelState) -> dict[str, Restore | None]:
+            restorers = restore or {}
+            return {e.filename: restorers.get(e.filename) for e in state.entry_changes()[0]}
+
+        if isinstance(self.engine, NativeEngine):
+            return self.states.update(channel, change, references=pool_files, since=since)
+        return self.states.update(channel, change, before_commit=mirror, since=since)
+
+    def commit_change(
+        self,
+        channel: str,
+        action: str,
+        actor: str,
+        change: Callable[[ChannelState], tuple[T, list[dict[str, Any]]]],
+        *,
+        restore: Mapping[str, Restore] | None = None,
+        since: Sweep | None = None,
+    ) -> T:
+        """The one commit step of every operation: commit, audit, publish.
+
+        ``change`` returns (result, audit changes).  Once the commit has landed the
+        operation has succeeded: a failure to record the event or to render becomes a
+        warning, and the render is left pending (the next operation on the channel,
+        or ``aptship reindex``, publishes it; ``aptship verify`` reports it meanwhile).
+        """
+        since = read_sweep(self.storage) if since is None else since  # before any write
+        committed = self.commit(channel, change, restore=restore, since=since)
+        (result, changes), head, changed = committed
+        # Also when the state ended up unchanged but the operation did something: a
+        # publish of a version older than the `keep` newest adds it and drops it again.
+        if changed or changes:
+            try:
+                record_event(
+                    self.storage, action=action, channel=channel, changes=changes, actor=actor
+                )
+            except AptshipError as exc:
+                log.warning(
+                    "warning: %s on %s committed, but its audit event was not written: %s",
+                    action,
+                    channel,
+                    exc.message,
+                )
+        try:  # also when nothing changed: completes a render an earlier operation left
+            self.render(channel, head=head, since=since)
+        except AptshipError as exc:
+            log.warning(
+                "warning: %s on %s committed, but publishing dists/%s failed (%s); it is "
+                "pending: the next operation on %s or `aptship reindex --channel %s` "
+                "publishes it",
+                action,
+                channel,
+                channel,
+                exc.message,
+                channel,
+                channel,
+            )
+        return result
 
     @cached_property
     def dists(self) -> DistWriter:
@@ -134,11 +211,22 @@ class Repository(LifecycleOps):
                     f"{info.path.name}: architecture {info.architecture!r} is not carried by "
                     f"channel {channel!r} (architectures: {', '.join(chan.architectures)}, all)"
                 )
+        since = read_sweep(self.storage)  # before the pool writes (publisher.sweep.guard)
         entries = self.engine.prepare(infos, progress)
-        return [r.to_json() for r in self.add_entries(chan, entries, action="publish")]
+        restore: dict[str, Restore] = {}
+        if isinstance(self.engine, NativeEngine):
+            restore = {i.pool_key: functools.partial(self.engine.restore, i) for i in infos}
+        results = self.add_entries(chan, entries, action="publish", restore=restore, since=since)
+        return [r.to_json() for r in results]
 
     def add_entries(
-        self, chan: ChannelConfig, entries: Sequence[Entry], *, action: str
+        self,
+        chan: ChannelConfig,
+        entries: Sequence[Entry],
+        *,
+        action: str,
+        restore: Mapping[str, Restore] | None = None,
+        since: Sweep | None = None,
     ) -> list[PublishResult]:
         """Add stored entries to a channel in one commit, one audit event and one render."""
         actor = current_actor()
@@ -186,44 +274,47 @@ class Repository(LifecycleOps):
                     for change in changes_of.get(name, []):
                         change["old"], change["new"] = old_pin, ps.pin
             for name, ps in touched.items():
-                for gone in apply_retention(ps, chan.keep):
-                    changes.append(
-                        {
-                            "package": name,
-                            "version": gone.version,
-                            "architecture": gone.architecture,
-                            "old": ps.pin,
-                            "new": ps.pin,
-                            "note": f"dropped by retention (keep = {chan.keep})",
-                        }
-                    )
+                changes += retention_changes(name, ps, chan.keep)
             for r in results:  # report the pin as it stands after the whole batch
                 r.pinned = r.entry.version == touched[r.entry.package].pin
             return results, changes
 
-        (results, changes), _head, changed = self.commit(chan.name, change)
-        if changed:
-            record_event(
-                self.storage, action=action, channel=chan.name, changes=changes, actor=actor
-            )
-        self.render(chan.name, head=_head)
-        return results
+        return self.commit_change(chan.name, action, actor, change, restore=restore, since=since)
 
     # -- render ---------------------------------------------------------------------
-    def render(self, channel: str, *, force: bool = False, head: Head | None = None) -> int:
+    def render(
+        self,
+        channel: str,
+        *,
+        force: bool = False,
+        head: Head | None = None,
+        since: Sweep | None = None,
+    ) -> int:
         """Publish the channel's newest state (``head``: one just committed, if known).
 
         The public keyring is published by the renderer, before the Release it checks.
         """
         if isinstance(self.engine, NativeEngine):
-            return self.engine.render(channel, force=force, head=head)
+            return self.engine.render(channel, force=force, head=head, since=since)
         self.ensure_keyring()
         return self.engine.render(channel, force=force)
 
     def reindex(self, channels: Iterable[str] | None = None) -> dict[str, int]:
+        """Re-render and re-sign ``channels``; first rebuild any lost state shard."""
+        from publisher.repair import rebuild_lost_shards
+
         names = list(channels) if channels else list(self.config.channels)
         for name in names:
             self.config.channel(name)
+        for name in names:
+            rebuilt = rebuild_lost_shards(self, name)
+            if rebuilt:
+                log.warning(
+                    "warning: rebuilt %d entries of lost state shards in %s from dists/; "
+                    "pins of the rebuilt packages are set to their newest version",
+                    len(rebuilt),
+                    name,
+                )
         return {name: self.render(name, force=True) for name in names}
 
     def ensure_keyring(self) -> None:

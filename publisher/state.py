@@ -16,17 +16,19 @@ concurrent writers never lose each other's work: the loser re-reads and re-appli
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
-from publisher.errors import NotFound, PreconditionFailed, StorageError
+from publisher.errors import NotFound, PreconditionFailed, StorageError, SweepBusy
 from publisher.storage.base import Storage
+from publisher.sweep import Restore, Sweep, guard, read_sweep
 from publisher.versions import sort_versions
 
 STATE_PREFIX = ".aptship/state"
@@ -152,19 +154,22 @@ class Head:
     shards: dict[str, str] = field(default_factory=dict)
     updated_at: str = ""
     etag: str | None = None  # storage ETag of the head as read; None if it did not exist
+    fence: str = ""  # set by gc when it rewrites the head unchanged (publisher.gc)
 
     def encode(self) -> bytes:
-        return json.dumps(
-            {
-                "format": FORMAT,
-                "channel": self.channel,
-                "generation": self.generation,
-                "updated_at": self.updated_at,
-                "shards": dict(sorted(self.shards.items())),
-            },
-            sort_keys=True,
-            indent=1,
-        ).encode()
+        body: dict[str, Any] = {
+            "format": FORMAT,
+            "channel": self.channel,
+            "generation": self.generation,
+            "updated_at": self.updated_at,
+            "shards": dict(sorted(self.shards.items())),
+        }
+        if self.fence:
+            body["fence"] = self.fence
+        return json.dumps(body, sort_keys=True, indent=1).encode()
+
+    def shard_keys(self) -> set[str]:
+        return {shard_key(self.channel, b, sha) for b, sha in self.shards.items()}
 
 
 class ChannelState:
@@ -175,6 +180,7 @@ class ChannelState:
         self.head = head
         self._shards: dict[str, Shard] = {}
         self.dirty: set[str] = set()
+        self.lost: set[str] = set()  # buckets whose shard is gone, replaced by an empty one
 
     @property
     def channel(self) -> str:
@@ -185,6 +191,12 @@ class ChannelState:
             sha = self.head.shards.get(bucket)
             self._shards[bucket] = self.store.load_shard(self.channel, bucket, sha) if sha else {}
         return self._shards[bucket]
+
+    def replace_lost(self, bucket: str) -> None:
+        """Start ``bucket`` over empty: its shard object is gone (publisher.repair)."""
+        self._shards[bucket] = {}
+        self.dirty.add(bucket)
+        self.lost.add(bucket)
 
     def get(self, package: str) -> PackageState | None:
         return self.shard(bucket_of(package)).get(package)
@@ -215,7 +227,8 @@ class ChannelState:
         removed: list[Entry] = []
         for bucket in sorted(self.dirty):
             sha = self.head.shards.get(bucket)
-            before = self.store.load_shard(self.channel, bucket, sha) if sha else {}
+            lost = bucket in self.lost
+            before = self.store.load_shard(self.channel, bucket, sha) if sha and not lost else {}
 
             def keys(shard: Shard) -> dict[tuple[str, str, str, str], Entry]:
                 return {
@@ -262,12 +275,16 @@ class StateStore:
                 shards=dict(raw["shards"]),
                 updated_at=raw.get("updated_at", ""),
                 etag=etag,
+                fence=str(raw.get("fence", "")),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise StorageError(f"channel state {head_key(channel)} is corrupt: {exc}") from exc
 
     def view(self, channel: str) -> ChannelState:
         return ChannelState(self, self.read_head(channel))
+
+    def view_of(self, head: Head) -> ChannelState:
+        return ChannelState(self, head)
 
     def load_shard(self, channel: str, bucket: str, sha: str) -> Shard:
         key = shard_key(channel, bucket, sha)
@@ -281,8 +298,11 @@ class StateStore:
         self._remember(key, data)
         return decode_shard(data)  # a fresh copy: callers modify what they load
 
-    def _write_shards(self, state: ChannelState) -> dict[str, str]:
+    def _write_shards(self, state: ChannelState) -> tuple[dict[str, str], dict[str, Restore]]:
+        """Write the touched shards; return the new shard map and how to rewrite each
+        new shard (for :func:`publisher.sweep.guard`)."""
         shards = dict(state.head.shards)
+        written: dict[str, Restore] = {}
         for bucket in sorted(state.dirty):
             shard = state.shard(bucket)
             if not any(p.entries or p.pin_history for p in shard.values()):
@@ -292,15 +312,18 @@ class StateStore:
             sha = hashlib.sha256(data).hexdigest()
             if shards.get(bucket) == sha:
                 continue
-            # content-addressed: an existing object already has these exact bytes
             key = shard_key(state.channel, bucket, sha)
-            with contextlib.suppress(PreconditionFailed):
-                self.storage.write_bytes(
-                    key, data, create_only=True, content_type="application/json"
-                )
+            restore = functools.partial(self._create, key, data)
+            restore()
+            written[key] = restore
             self._remember(key, data)
             shards[bucket] = sha
-        return shards
+        return shards, written
+
+    def _create(self, key: str, data: bytes) -> None:
+        # content-addressed: an existing object already has these exact bytes
+        with contextlib.suppress(PreconditionFailed):
+            self.storage.write_bytes(key, data, create_only=True, content_type="application/json")
 
     def update(
         self,
@@ -308,23 +331,39 @@ class StateStore:
         change: Callable[[ChannelState], T],
         *,
         before_commit: Callable[[ChannelState], None] | None = None,
+        references: Callable[[ChannelState], Mapping[str, Restore | None]] | None = None,
+        since: Sweep | None = None,
     ) -> tuple[T, Head, bool]:
         """Apply ``change`` to the newest state and commit it with compare-and-swap.
 
         ``change`` may run several times (once per attempt) and must derive
         everything from the state it is given.  Returns (its result, the committed
         head, whether anything changed).  A change that touches nothing commits
-        nothing.
+        nothing.  ``references``: other keys the change makes the head reference
+        (pool files), guarded like the new shards against a running gc sweep.
+        ``since``: the gc sweep record as read before the caller stored those files.
         """
+        since = read_sweep(self.storage) if since is None else since
         delay = 0.02
+        busy: SweepBusy | None = None
         for _attempt in range(MAX_ATTEMPTS):
             state = self.view(channel)
             result = change(state)
             if before_commit is not None:
                 before_commit(state)
-            shards = self._write_shards(state)
+            shards, written = self._write_shards(state)
             if shards == state.head.shards:
                 return result, state.head, False
+            guarded: dict[str, Restore | None] = dict(written)
+            if references is not None:
+                guarded.update(references(state))
+            try:
+                guard(self.storage, guarded, what=f"channel {channel!r}", since=since)
+            except SweepBusy as exc:
+                busy = exc
+                time.sleep(delay * (0.5 + random.random()))  # noqa: S311 - jitter, not crypto
+                delay = min(delay * 2, 1.0)
+                continue
             head = Head(
                 channel=channel,
                 generation=state.head.generation + 1,
@@ -351,6 +390,8 @@ class StateStore:
                 delay = min(delay * 2, 1.0)
                 continue
             return result, head, True
+        if busy is not None:
+            raise busy
         raise StorageError(
             f"channel {channel!r} is changing too fast: gave up after {MAX_ATTEMPTS} attempts "
             "to commit; try again"

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from publisher.dists import dists_key, read_record, served
 from publisher.errors import NotFound, StorageError
 from publisher.signing import gpgv_check, gpgv_verify, key_matches
+from publisher.state import shard_key
 
 if TYPE_CHECKING:
     from publisher.repo import Repository
@@ -60,7 +61,7 @@ def verify_channel(repo: Repository, channel: str, *, fast: bool) -> list[str]:
         keyring = repo.storage.read_bytes("archive-keyring.asc")
     except NotFound:
         return [f"{channel}: archive-keyring.asc is missing; run `aptship reindex`"]
-    if repo.states.read_head(channel).etag is None and not storage.exists(
+    if repo.states.read_head(channel).generation == 0 and not storage.exists(
         dists_key(channel, "InRelease")
     ):
         return []  # never published and empty: nothing to check
@@ -121,7 +122,26 @@ def verify_channel(repo: Repository, channel: str, *, fast: bool) -> list[str]:
         problems.append(
             f"{where}/InRelease: differs from the published record; run `aptship reindex`"
         )
-    for _name, ps in repo.states.view(channel).packages():
+    problems += _state_problems(repo, channel, fast=fast)
+    return problems
+
+
+def _state_problems(repo: Repository, channel: str, *, fast: bool) -> list[str]:
+    """Every state shard the head names, and every entry's pool file."""
+    problems: list[str] = []
+    storage = repo.serving
+    view = repo.states.view(channel)
+    for bucket, sha in sorted(view.head.shards.items()):
+        try:
+            view.shard(bucket)
+        except (NotFound, StorageError) as exc:
+            problems.append(
+                f"{shard_key(channel, bucket, sha)}: {exc.message} (channel {channel!r} "
+                f"lost the entries of bucket {bucket}; restore it from a backup, or run "
+                f"`aptship reindex --channel {channel}` to rebuild them from dists/)"
+            )
+            del view.head.shards[bucket]  # check what is left
+    for _name, ps in view.packages():
         for e in ps.entries:
             try:
                 info = storage.stat(e.filename)

@@ -254,7 +254,7 @@ def test_verify_clean_then_reports_each_problem(
     assert verify(repo, channels=["staging"]) == []
 
 
-def test_gc_deletes_orphans_after_grace_only(
+def test_gc_deletes_orphans_a_grace_after_marking_them(
     repo: Repository, debs: Callable[..., Path], tmp_path: Path
 ) -> None:
     repo.publish("dev", [debs("app", "1.0"), debs("app", "2.0")])
@@ -262,14 +262,17 @@ def test_gc_deletes_orphans_after_grace_only(
     orphan = root / "pool/main/o/orphan/orphan_1.0_amd64.deb"
     orphan.parent.mkdir(parents=True)
     orphan.write_bytes(b"not referenced")
+    old = time.time() - 7 * 86400
+    os.utime(orphan, (old, old))  # the grace counts from gc's mark, not from the mtime
     referenced = {r["filename"] for r in repo.list_entries()}
-    assert collect(repo, grace=86400, dry_run=False) == []  # too young: kept
-    old = time.time() - 7200
-    os.utime(orphan, (old, old))
-    dry = collect(repo, grace=3600, dry_run=True)
-    assert "pool/main/o/orphan/orphan_1.0_amd64.deb" in dry and orphan.exists()
-    deleted = collect(repo, grace=0, dry_run=False)
-    assert "pool/main/o/orphan/orphan_1.0_amd64.deb" in deleted
+    now = time.time()
+    assert collect(repo, grace=3600, dry_run=False, clock=lambda: now) == []  # marks
+    assert collect(repo, grace=3600, dry_run=False, clock=lambda: now + 3000) == []
+    key = "pool/main/o/orphan/orphan_1.0_amd64.deb"
+    dry = collect(repo, grace=3600, dry_run=True, clock=lambda: now + 3600)
+    assert key in dry and orphan.exists()
+    deleted = collect(repo, grace=3600, dry_run=False, clock=lambda: now + 3600)
+    assert key in deleted
     assert not orphan.exists()
     assert all((root / key).exists() for key in referenced)
     assert not set(deleted) & referenced

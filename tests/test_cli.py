@@ -90,14 +90,18 @@ def test_every_command(cli: Cli, debs: Callable[..., Path], tmp_path: Path) -> N
     assert "reindexed dev" in cli("reindex", "--channel", "dev")
     assert "repository is healthy" in cli("verify")
     assert "BEGIN PGP PUBLIC KEY BLOCK" in cli("key", "export")
-    gc = cli.json("gc", "--dry-run", "--grace", "0")
-    assert isinstance(gc, dict) and gc["dry_run"] is True
-    # 1.1-1 was removed from dev and never promoted: unreferenced, so a candidate
-    pool = [k for k in gc["deleted"] if k.startswith("pool/")]
+    gc = cli.json("gc", "--dry-run", "--grace", "10s")
+    assert gc == {"dry_run": True, "deleted": []}  # nothing marked yet
+    assert cli.json("gc", "--grace", "10s") == {"dry_run": False, "deleted": []}
+    # 1.1-1 was removed from dev and never promoted: unreferenced, so now marked; a run
+    # 10 s later deletes it
+    marks = json.loads((cli.config.parent / "repo/.aptship/gc/marks.json").read_text())
+    pool = [k for k in marks["marks"] if k.startswith("pool/")]
     assert pool == ["pool/main/a/app/app_1.1-1_amd64.deb"]
-    assert all("/by-hash/" in k or "/shards/" in k for k in gc["deleted"] if k not in pool)
-    assert (cli.config.parent / "repo" / pool[0]).exists()  # dry run: nothing deleted
+    assert all("/by-hash/" in k or "/shards/" in k for k in marks["marks"] if k not in pool)
+    assert (cli.config.parent / "repo" / pool[0]).exists()
     assert "invalid duration" in cli("gc", "--grace", "soon", code=2)
+    assert "at least" in cli("gc", "--grace", "0", code=2)
 
 
 def test_local_only_commands_refuse_server_mode(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,7 +9,9 @@ requests of one publish:
 * with botocore's retries (the client aptship builds: 4 attempts), a retryable
   fault is retried and the publish succeeds;
 * without retries (1 attempt), the publish fails with a :class:`StorageError`
-  whose message names the S3 object, never with a raw botocore exception.
+  whose message names the S3 object, never with a raw botocore exception, unless
+  the fault comes after the commit (audit event, render): then the publish has
+  succeeded and only warns (docs/operations.md).
 
 Either way `verify` is then clean, or only reports what `reindex` repairs; running
 the same publish again (what CI does) succeeds, and versions published before stay
@@ -147,9 +149,14 @@ def test_fault_at_every_request_of_a_publish(
             assert failure is None
             outcomes["no fault"] += 1
             continue
-        if failure is None:
+        if failure is None and attempts == 1:
+            # Committed means succeeded: a fault after the head swap (audit event,
+            # render) is a warning, and the render is left to reindex (below).
+            after_commit = ("/.aptship/audit/", "/dists/", "published.json", "sweep.json")
+            assert any(part in fired[0] for part in after_commit), (k, fired)
+            outcomes[f"{kind}: after the commit, warning"] += 1
+        elif failure is None:
             outcomes[f"{kind}: retried, published"] += 1
-            assert attempts > 1, (k, fired)
         else:
             assert isinstance(failure, AptshipError), (k, fired, repr(failure))
             assert isinstance(failure, StorageError), (k, fired, repr(failure))

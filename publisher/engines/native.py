@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from publisher.dists import DistWriter
     from publisher.engines import Progress
     from publisher.storage.base import Storage
+    from publisher.sweep import Sweep
 
 
 def _pool_conflict(info: DebInfo) -> ImmutableConflict:
@@ -44,11 +45,22 @@ class NativeEngine:
                 progress(1)
         return entries
 
+    def restore(self, info: DebInfo) -> None:
+        """Store ``info``'s file again (gc deleted it while a publish of it was in flight)."""
+        self._store(info, None)
+
     def apply(self, channel: str, added: Sequence[Entry], removed: Sequence[Entry]) -> None:
         """Nothing to mirror: the state is the package set."""
 
-    def render(self, channel: str, *, force: bool = False, head: Head | None = None) -> int:
-        return self.dists.publish(channel, force=force, head=head)
+    def render(
+        self,
+        channel: str,
+        *,
+        force: bool = False,
+        head: Head | None = None,
+        since: Sweep | None = None,
+    ) -> int:
+        return self.dists.publish(channel, force=force, head=head, since=since)
 
     def _stored_sha256(self, key: str) -> str:
         with self.storage.open_read(key) as fh:
