@@ -20,7 +20,7 @@ import pytest
 
 from publisher.audit import read_events
 from publisher.dists import record_key
-from publisher.errors import NotFound, PolicyViolation, StorageError, SweepBusy, UsageError
+from publisher.errors import NotFound, StorageError, SweepBusy, UsageError
 from publisher.gc import MARKS_KEY, MIN_GRACE, collect, parse_duration
 from publisher.repo import KEYRING_KEY, Repository
 from publisher.state import head_key
@@ -179,7 +179,7 @@ def test_promote_of_a_version_removed_and_collected_meanwhile_fails_cleanly(
         clock.full_gc(repo)
 
     hooked.arm(head_key("staging"), meanwhile)
-    with pytest.raises(PolicyViolation, match="not in channel 'dev'"):
+    with pytest.raises(NotFound, match="not in channel 'dev'"):
         repo.promote("app", "1.0", "dev", "staging")
     assert repo.list_entries("staging") == []
     assert not repo.storage.exists("pool/main/a/app/app_1.0_amd64.deb")
