@@ -131,3 +131,29 @@ class AptEnv:
     @property
     def archives(self) -> Path:
         return self.root / "var/cache/apt/archives"
+
+
+def set_up_host(url: str, channel: str, secret: str, root: Path) -> AptEnv:
+    """An isolated apt at ``root``, configured by the server's own setup script.
+
+    The script runs with ``APTSHIP_ROOT_MODE=prefix``: apt runs outside the root with
+    :class:`AptEnv`'s ``Dir`` settings pointing into it (docs/hosts.md).
+    """
+    import requests
+
+    apt = AptEnv(root)
+    script = requests.get(
+        f"{url}/api/v1/channels/{channel}/setup", auth=("host", secret), timeout=30
+    )
+    assert script.status_code == 200, script.text
+    done = subprocess.run(
+        ["sh"],
+        input=script.text,
+        env={"APTSHIP_ROOT": str(root), "APTSHIP_ROOT_MODE": "prefix", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return apt

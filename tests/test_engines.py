@@ -7,14 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
 from publisher.config import parse_config
 from publisher.errors import ImmutableConflict, PolicyViolation, StorageError
 from publisher.repo import Repository
 from publisher.tokens import TokenStore
 from publisher.verify import verify
-from tests.aptenv import AptEnv
+from tests.aptenv import set_up_host
 from tests.aptlyserver import AptlyServer, aptly_server  # noqa: F401 - fixture
 from tests.conftest import config_dict, snapshot
 from tests.server.conftest import toml_dumps
@@ -181,19 +180,7 @@ def test_apt_installs_from_aptly_through_repo_server(
     repo.publish("dev", [old, new])
     token = TokenStore(tmp_path / "tokens.json").create("host", "read", ["dev"])
     with start_server(config, tmp_path / "server") as server:
-        apt = AptEnv(tmp_path / "apt")
-        script = requests.get(
-            f"{server.url}/api/v1/channels/dev/setup", auth=("host", token), timeout=30
-        )
-        assert script.status_code == 200, script.text
-        import os
-        import subprocess
-
-        subprocess.run(
-            ["sh", "-c", script.text],
-            env={**os.environ, "APTSHIP_ROOT": str(apt.root), "APTSHIP_ROOT_MODE": "prefix"},
-            check=True,
-        )
+        apt = set_up_host(server.url, "dev", token, tmp_path / "apt")
         result = apt.update()
         assert result.returncode == 0, result.output
         got = apt.download("app=1.0-1")

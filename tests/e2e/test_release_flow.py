@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.aptenv import AptEnv
+from tests.aptenv import set_up_host
 from tests.e2e.dhv import hello_deb  # noqa: F401 - session fixture
 from tests.e2e.hostroot import host_root, run_in_root
 from tests.server.live import aptship, start_server
@@ -165,15 +165,7 @@ def test_service_goes_from_source_to_host_and_back(
         assert not (root / "usr/bin" / SERVICE).exists()
 
         # a dev host sees the release candidate, ordered before a 2.0.0 final
-        dev = AptEnv(tmp_path / "dev-host")
-        script = requests.get(
-            f"{server.url}/api/v1/channels/dev/setup", auth=("host", dev_host), timeout=30
-        ).text
-        subprocess.run(
-            ["sh", "-c", script],
-            env={**os.environ, "APTSHIP_ROOT": str(dev.root), "APTSHIP_ROOT_MODE": "prefix"},
-            check=True,
-        )
+        dev = set_up_host(server.url, "dev", dev_host, tmp_path / "dev-host")
         assert dev.update().returncode == 0
         dev_policy = dev.policy(SERVICE).output
         assert "2.0.0~rc1-1" in dev_policy, dev_policy

@@ -7,7 +7,6 @@ import json
 import re
 import secrets
 import stat
-import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from publisher.errors import (
 )
 from publisher.remote import RemoteRepository, error_from_response
 from publisher.repo import Repository
-from tests.aptenv import AptEnv
+from tests.aptenv import AptEnv, set_up_host
 from tests.debs import build_deb
 from tests.s3server import REGION
 from tests.server.conftest import EnvFactory, ServerEnv
@@ -93,24 +92,7 @@ def deployed(
 
 def setup_host(deployed: Deployed, root: Path, who: str = "host") -> AptEnv:
     """An isolated apt configured by running the server's setup script."""
-    apt = AptEnv(root)
-    script = requests.get(
-        f"{deployed.url}/api/v1/channels/dev/setup",
-        headers={"Authorization": f"Bearer {deployed.secrets[who]}"},
-        timeout=30,
-    )
-    assert script.status_code == 200, script.text
-    done = subprocess.run(
-        ["sh"],
-        input=script.text,
-        env={"APTSHIP_ROOT": str(root), "APTSHIP_ROOT_MODE": "prefix", "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return apt
+    return set_up_host(deployed.url, "dev", deployed.secrets[who], root)
 
 
 def test_apt_installs_from_the_server(deployed: Deployed, debs: DebFactory, tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ host on the older InRelease (a 304 for changed content)."""
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -17,7 +16,7 @@ import pytest
 import requests
 
 from publisher.pins import PINS_PATH
-from tests.aptenv import AptEnv
+from tests.aptenv import AptEnv, set_up_host
 from tests.server.conftest import EnvFactory, ServerEnv
 from tests.server.live import LiveServer, start_server
 
@@ -171,19 +170,4 @@ def served(env: ServerEnv, tmp_path: Path) -> AbstractContextManager[LiveServer]
 
 
 def host(env: ServerEnv, server: LiveServer, root: Path) -> AptEnv:
-    apt = AptEnv(root)
-    script = requests.get(
-        f"{server.url}/api/v1/channels/dev/setup", auth=("t", env.secrets["read"]), timeout=30
-    )
-    assert script.status_code == 200, script.text
-    done = subprocess.run(
-        ["sh"],
-        input=script.text,
-        env={"APTSHIP_ROOT": str(root), "APTSHIP_ROOT_MODE": "prefix", "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return apt
+    return set_up_host(server.url, "dev", env.secrets["read"], root)
