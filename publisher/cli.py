@@ -160,6 +160,11 @@ def reindex(ctx: Context, channels: tuple[str, ...], as_json: bool) -> None:
 @version_option
 @click.option("--all", "everything", is_flag=True, help="Promote every package's pinned version.")
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+@click.option(
+    "--with-deps",
+    is_flag=True,
+    help="Also promote the source's pins of dependencies the target would lack.",
+)
 @json_option
 @pass_ctx
 def promote(
@@ -170,6 +175,7 @@ def promote(
     version: str | None,
     everything: bool,
     dry_run: bool,
+    with_deps: bool,
     as_json: bool,
 ) -> None:
     """Copy an exact version from one channel to another and pin it there.
@@ -181,12 +187,16 @@ def promote(
     if everything:
         if version:
             raise UsageError("--version names one package's version; it does not go with --all")
-        results = ctx.ops.promote_all(src, dst, dry_run=dry_run)
+        results = ctx.ops.promote_all(src, dst, dry_run=dry_run, with_deps=with_deps)
     else:
         package, chosen = package_version(spec or "", version)
-        results = [ctx.ops.promote(package, chosen, src, dst, dry_run=dry_run)]
+        one = ctx.ops.promote(package, chosen, src, dst, dry_run=dry_run, with_deps=with_deps)
+        if as_json:
+            emit_json(one)
+            return
+        results = [one, *one.get("dependencies", [])]
     if as_json:
-        emit_json(results if everything else results[0])
+        emit_json(results)
         return
     if not results:
         click.echo(f"nothing pinned in {src}; nothing to promote")

@@ -41,9 +41,18 @@ class Operations(Protocol):
         progress: Callable[[int], None] | None = None,
     ) -> list[dict[str, Any]]: ...
     def promote(
-        self, package: str, version: str | None, src: str, dst: str, *, dry_run: bool = False
+        self,
+        package: str,
+        version: str | None,
+        src: str,
+        dst: str,
+        *,
+        dry_run: bool = False,
+        with_deps: bool = False,
     ) -> dict[str, Any]: ...
-    def promote_all(self, src: str, dst: str, *, dry_run: bool = False) -> list[dict[str, Any]]: ...
+    def promote_all(
+        self, src: str, dst: str, *, dry_run: bool = False, with_deps: bool = False
+    ) -> list[dict[str, Any]]: ...
     def rollback(self, package: str, channel: str, to: str | None = None) -> dict[str, Any]: ...
     def remove(
         self, package: str, version: str, channel: str, *, force: bool = False

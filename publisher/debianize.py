@@ -320,7 +320,9 @@ def render_control(p: Project) -> str:
     binary = {
         "Package": p.package,
         "Architecture": "any",
-        "Depends": f"${{misc:Depends}}, ${{shlibs:Depends}}, {p.python_depends}",
+        "Depends": (
+            f"${{misc:Depends}}, ${{shlibs:Depends}}, {p.python_depends}, ${{aptship:Python}}"
+        ),
         "Description": (
             f"{p.description}\n"
             f" {p.name} {p.version} in a Python virtualenv at {INSTALL_ROOT}/{p.package},\n"
@@ -328,6 +330,13 @@ def render_control(p: Project) -> str:
         ),
     }
     return Deb822(source).dump() + "\n" + Deb822(binary).dump()
+
+
+# Prints the Depends relation on the building interpreter's minor version.
+PYTHON_RANGE = (
+    "import sys; a, b = sys.version_info[:2]; "
+    'print(f"python3 (>= {a}.{b}), python3 (<< {a}.{b + 1})")'
+)
 
 
 def render_rules(p: Project) -> str:
@@ -369,6 +378,9 @@ def render_rules(p: Project) -> str:
         f"override_dh_clean:\n\tdh_clean\n\trm -rf {SOURCE_COPY}\n\n"
         "# Nothing to normalise in a virtualenv, and it costs seconds.\n"
         "override_dh_strip_nondeterminism:\n\n"
+        "# The virtualenv runs only on the Python minor version that built it.\n"
+        "override_dh_gencontrol:\n"
+        f"\tdh_gencontrol -- -Vaptship:Python=\"$$({PYTHON} -c '{PYTHON_RANGE}')\"\n\n"
         "# gzip -1: much faster than the xz default for a large virtualenv.\n"
         "override_dh_builddeb:\n\tdh_builddeb -- -Zgzip -z1\n"
     )

@@ -123,6 +123,12 @@ class PolicyViolation(AptshipError):
     http_status = 422
 
 
+class DependencyUnsatisfied(PolicyViolation):
+    """A promotion would leave a carried dependency unmet in the target channel."""
+
+    code = "dependency_unsatisfied"
+
+
 class Unauthorized(AptshipError):
     """No credentials, or credentials that match no token."""
 

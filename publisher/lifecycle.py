@@ -10,7 +10,8 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from publisher.audit import current_actor, read_events
-from publisher.errors import ImmutableConflict, NotFound, PolicyViolation
+from publisher.depcheck import unsatisfied
+from publisher.errors import DependencyUnsatisfied, ImmutableConflict, NotFound, PolicyViolation
 from publisher.pins import apply_retention, preferences, rollback_pin, set_pin
 from publisher.state import ChannelState, Entry, PackageState
 from publisher.versions import newest
@@ -92,8 +93,73 @@ class LifecycleOps:
             plan.append((package, chosen, entries))
         return plan
 
+    def _carried(self) -> Callable[[str], bool]:
+        """Whether the repository carries a package name (in any channel), memoized."""
+        views = [self.states.view(name) for name in self.config.channels]
+        known: dict[str, bool] = {}
+
+        def carried(name: str) -> bool:
+            if name not in known:
+                known[name] = any(
+                    (ps := v.get(name)) is not None and bool(ps.entries) for v in views
+                )
+            return known[name]
+
+        return carried
+
+    def _check_dependencies(
+        self,
+        source: ChannelState,
+        state: ChannelState,
+        plan: list[tuple[str, str, list[Entry]]],
+        with_deps: bool,
+    ) -> list[tuple[str, str, list[Entry]]]:
+        """Refuse (or with ``with_deps``, extend) a plan that leaves a dependency unmet.
+
+        The target's pins are taken as they will be after the plan (docs/cli.md).
+        """
+        carried = self._carried()
+        dst = state.channel
+        while True:
+            planned = {package: version for package, version, _ in plan}
+
+            def pin_of(name: str, planned: dict[str, str] = planned) -> str | None:
+                if name in planned:
+                    return planned[name]
+                ps = state.get(name)
+                return ps.pin if ps is not None else None
+
+            needs = unsatisfied((e for _, _, es in plan for e in es), pin_of, carried)
+            if not needs:
+                return plan
+            extra: dict[str, str] = {}
+            if with_deps:
+                for need in needs:
+                    for name in need.names:
+                        ps = source.get(name)
+                        if ps is not None and ps.pin and name not in planned:
+                            extra[name] = ps.pin
+            if not extra:
+                pins = {n: pin_of(n) for need in needs for n in need.names}
+                raise DependencyUnsatisfied(
+                    f"promoting into {dst!r} would leave dependencies unmet (nothing changed):\n"
+                    + "\n".join(f"  {need.describe(dst, pins)}" for need in needs)
+                    + (
+                        f"\n{source.channel!r} cannot supply them either"
+                        if with_deps
+                        else "\npromote those packages first, or add --with-deps"
+                    )
+                )
+            plan = plan + self._promotion_plan(source, dst, sorted(extra.items()))
+
     def _promote(
-        self, src: str, dst: str, wanted: Sequence[tuple[str, str | None]], dry_run: bool
+        self,
+        src: str,
+        dst: str,
+        wanted: Sequence[tuple[str, str | None]],
+        dry_run: bool,
+        with_deps: bool = False,
+        authorize: Callable[[str], None] | None = None,
     ) -> list[dict[str, Any]]:
         self._check_promote_path(src, dst)
         target = self.config.channel(dst)
@@ -104,7 +170,12 @@ class LifecycleOps:
             # what the source held just before this compare-and-swap, and the commit
             # guards the pool files it adds (publisher.sweep), so a promote never lands
             # on a removed version or a deleted pool file.
-            plan = self._promotion_plan(self.states.view(src), dst, wanted)
+            source = self.states.view(src)
+            plan = self._promotion_plan(source, dst, wanted)
+            plan = self._check_dependencies(source, state, plan, with_deps)
+            for package, _version, _entries in plan:
+                if authorize is not None:
+                    authorize(package)
             results, changes = [], []
             for package, version, entries in plan:
                 ps = state.edit(package)
@@ -153,16 +224,29 @@ class LifecycleOps:
         return self.commit_change(dst, "promote", actor, change)
 
     def promote(
-        self, package: str, version: str | None, src: str, dst: str, *, dry_run: bool = False
+        self,
+        package: str,
+        version: str | None,
+        src: str,
+        dst: str,
+        *,
+        dry_run: bool = False,
+        with_deps: bool = False,
+        authorize: Callable[[str], None] | None = None,
     ) -> dict[str, Any]:
-        return self._promote(src, dst, [(package, version)], dry_run)[0]
+        """One package; dependencies that ``with_deps`` brought along are listed in the
+        result's ``dependencies``."""
+        first, *deps = self._promote(src, dst, [(package, version)], dry_run, with_deps, authorize)
+        return {**first, "dependencies": deps} if deps else first
 
-    def promote_all(self, src: str, dst: str, *, dry_run: bool = False) -> list[dict[str, Any]]:
+    def promote_all(
+        self, src: str, dst: str, *, dry_run: bool = False, with_deps: bool = False
+    ) -> list[dict[str, Any]]:
         self.config.channel(src)
         wanted = [(name, ps.pin) for name, ps in self.states.view(src).packages() if ps.pin]
         if not wanted:
             return []
-        return self._promote(src, dst, wanted, dry_run)
+        return self._promote(src, dst, wanted, dry_run, with_deps)
 
     # -- rollback / remove ----------------------------------------------------------
     def rollback(self, package: str, channel: str, to: str | None = None) -> dict[str, Any]:

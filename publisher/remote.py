@@ -147,14 +147,29 @@ class RemoteRepository:
         return results
 
     def promote(
-        self, package: str, version: str | None, src: str, dst: str, *, dry_run: bool = False
+        self,
+        package: str,
+        version: str | None,
+        src: str,
+        dst: str,
+        *,
+        dry_run: bool = False,
+        with_deps: bool = False,
     ) -> dict[str, Any]:
-        body = {"package": package, "version": version, "from": src, "dry_run": dry_run}
+        body = {
+            "package": package,
+            "version": version,
+            "from": src,
+            "dry_run": dry_run,
+            "with_deps": with_deps,
+        }
         result: dict[str, Any] = self._json("POST", f"/channels/{_q(dst)}/promote", json=body)
         return result
 
-    def promote_all(self, src: str, dst: str, *, dry_run: bool = False) -> list[dict[str, Any]]:
-        body = {"all": True, "from": src, "dry_run": dry_run}
+    def promote_all(
+        self, src: str, dst: str, *, dry_run: bool = False, with_deps: bool = False
+    ) -> list[dict[str, Any]]:
+        body = {"all": True, "from": src, "dry_run": dry_run, "with_deps": with_deps}
         result: list[dict[str, Any]] = self._json("POST", f"/channels/{_q(dst)}/promote", json=body)
         return result
 

@@ -283,6 +283,7 @@ def promote(channel: str) -> Response:
     state = server_state()
     src = required(body, "from")
     dry_run = bool(field(body, "dry_run", bool, False))
+    with_deps = bool(field(body, "with_deps", bool, False))
     if dry_run:
         require("read", src)
     if field(body, "all", bool, False):
@@ -290,13 +291,21 @@ def promote(channel: str) -> Response:
             raise UsageError("give either 'all': true or a 'package', not both")
         if token.packages:
             require_package(token, "*")  # a scoped token promotes its packages one by one
-        results = state.repo.promote_all(src, channel, dry_run=dry_run)
+        results = state.repo.promote_all(src, channel, dry_run=dry_run, with_deps=with_deps)
         answer: Any = results
     else:
         package, version = required(body, "package"), field(body, "version", str)
         require_package(token, package)
-        answer = state.repo.promote(package, version, src, channel, dry_run=dry_run)
-        results = [answer]
+        answer = state.repo.promote(
+            package,
+            version,
+            src,
+            channel,
+            dry_run=dry_run,
+            with_deps=with_deps,
+            authorize=lambda name: require_package(token, name),
+        )
+        results = [answer, *answer.get("dependencies", [])]
     for r in results:
         state.metrics.promotions.labels(channel, "promote", r["status"]).inc()
     return jsonify(answer)

@@ -82,7 +82,9 @@ def test_debianize_writes_dh_virtualenv_files(project: Path) -> None:
     assert source["Homepage"] == "https://example.invalid/my-service"
     assert binary["Package"] == "my-service"
     assert binary["Architecture"] == "any"
-    assert binary["Depends"] == "${misc:Depends}, ${shlibs:Depends}, python3 (>= 3.10)"
+    assert binary["Depends"] == (
+        "${misc:Depends}, ${shlibs:Depends}, python3 (>= 3.10), ${aptship:Python}"
+    )
     assert binary["Description"].splitlines()[0] == "A service that says things"
 
     rules = (debian / "rules").read_text()

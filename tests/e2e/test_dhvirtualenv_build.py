@@ -58,7 +58,7 @@ def test_release_build(hello_deb: Builder) -> None:
         "Package": PACKAGE,
         "Version": "1.0.0-1",
         "Architecture": host_arch(),
-        "Depends": "python3 (>= 3.11)",
+        "Depends": "python3 (>= 3.11), python3 (<< 3.12)",  # the building Python
     }
     members = deb_members(deb)
     assert "./opt/venvs/hello-service/bin/hello-service" in members
