@@ -380,3 +380,45 @@ def test_receiver_helper_counts(tmp_path: Path) -> None:
         [d] = rcv.wait_for(1)
     assert not d.signed
     assert isinstance(rcv, Receiver)
+
+
+def test_cli_deliveries_and_redeliver(
+    tmp_path: Path,
+    gpg_key: tuple[Path, str],
+    debs: Callable[..., Path],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from publisher.cli import main
+    from tests.server.conftest import toml_dumps
+
+    secret = tmp_path / "hook.secret"
+    secret.write_text("x")
+    data = config_dict({"type": "local", "path": str(tmp_path / "repo")}, gpg_key[0], [gpg_key[1]])
+    data["webhooks"] = {
+        "endpoints": {"ops": {"url": "http://127.0.0.1:9/", "secret_file": str(secret)}}
+    }
+    path = tmp_path / "aptship.toml"
+    path.write_text(toml_dumps(data))
+
+    def run(*args: str, code: int = 0) -> str:
+        with pytest.raises(SystemExit) as exc:
+            main(["--config", str(path), *args])
+        out, err = capsys.readouterr()
+        assert exc.value.code == code, (args, out, err)
+        return out if code == 0 else err
+
+    assert run("webhooks", "deliveries") == ""
+    repo = enabled_repo(parse_config(data, path))
+    repo.publish("dev", [debs("svc", "1.0-1")])
+    shown = run("webhooks", "deliveries")
+    assert "queued" in shown and "svc - -> 1.0-1" in shown
+    assert run("webhooks", "deliveries", "--failed") == ""
+    event_id = shown.split()[0]
+    assert '"status": "queued"' in run("webhooks", "redeliver", event_id, "--json")
+    assert "not a webhook event id" in run("webhooks", "redeliver", "../../x", code=2)
+    assert "no webhook event" in run(
+        "webhooks", "redeliver", "20261130T221000.123456Z-1a2b3c4d", code=4
+    )
+    assert "local config only" in run(
+        "--server", "http://127.0.0.1:9", "webhooks", "deliveries", code=2
+    )
