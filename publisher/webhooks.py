@@ -39,7 +39,7 @@ from typing import Any
 
 from publisher.config import WebhooksConfig
 from publisher.errors import NotFound, PreconditionFailed, StorageError, UsageError
-from publisher.storage.base import Storage
+from publisher.storage.base import ObjectInfo, Storage
 from publisher.storage.keys import join_key
 
 PREFIX = ".aptship/webhooks/"
@@ -268,14 +268,14 @@ class WebhookQueue:
             return record
         raise StorageError(f"webhook event {event_id!r} kept changing while being updated")
 
-    def pending(self, limit: int) -> list[tuple[str, float]]:
-        """Up to ``limit`` (event id, marker mtime) with deliveries possibly due, oldest first."""
+    def pending(self) -> list[tuple[str, ObjectInfo]]:
+        """(event id, marker) of every event with a delivery possibly due, oldest first."""
         found = []
         for info in self.storage.list(PENDING_PREFIX):
             name = info.key.removeprefix(PENDING_PREFIX)
             if EVENT_ID_RE.match(name):
-                found.append((name, info.mtime))
-        return sorted(found)[:limit]
+                found.append((name, info))
+        return sorted(found, key=lambda pair: pair[0])
 
     def settle(self, event_id: str) -> None:
         """Drop the pending marker of an event whose deliveries are all final.
@@ -380,8 +380,8 @@ class WebhookQueue:
             return True
 
         record = self.update(event_id, change)
-        with contextlib.suppress(PreconditionFailed):
-            self.storage.write_bytes(pending_key(event_id), b"", create_only=True)
+        # Rewritten, not only created: a new ETag tells every worker to look again now.
+        self.storage.write_bytes(pending_key(event_id), secrets.token_hex(8).encode())
         return record
 
     # -- the delivery log -----------------------------------------------------------
@@ -406,6 +406,19 @@ class WebhookQueue:
             if len(rows) >= limit:
                 break
         return rows[:limit]
+
+
+def next_due(record: dict[str, Any]) -> float | None:
+    """When a pending delivery of the record may next be attempted (None: none pending)."""
+    times = []
+    for state in record["deliveries"].values():
+        if state.get("status") != "pending":
+            continue
+        lease = state.get("lease") or {}
+        times.append(max(float(state.get("next_at") or 0), float(lease.get("until") or 0)))
+    if not record.get("fanned_out"):
+        times.append(0.0)
+    return min(times) if times else None
 
 
 def delivery_rows(event_id: str, record: dict[str, Any]) -> list[dict[str, Any]]:

@@ -40,12 +40,13 @@ from publisher.config import WebhookEndpoint, WebhooksConfig
 from publisher.errors import AptshipError, NotFound
 from publisher.fleet import HostRecord, state_counts
 from publisher.fleet_store import FleetStore, record_pins
-from publisher.storage.base import Storage
+from publisher.storage.base import ObjectInfo, Storage
 from publisher.webhooks import (
     SIGNATURE_HEADER,
     Attempt,
     WebhookQueue,
     body_of,
+    next_due,
     pending_key,
     record_fleet_state,
     signature,
@@ -90,13 +91,17 @@ def send(endpoint: WebhookEndpoint, payload: dict[str, Any], cfg: WebhooksConfig
         "Connection": "close",
     }
     raw: socket.socket | None = None
+    sock: socket.socket | None = None
     watch: int | None = None
     try:
         raw = socket.create_connection((host, port), timeout=cfg.timeout)
-        watch = WATCHDOG.watch(raw, deadline, socket.SHUT_RDWR)
-        sock: socket.socket = raw
-        if parts.scheme == "https":
-            sock = ssl.create_default_context().wrap_socket(raw, server_hostname=host)
+        sock = raw
+        if parts.scheme == "https":  # the TLS socket takes over the descriptor: watch it
+            context = ssl.create_default_context()
+            sock = context.wrap_socket(raw, server_hostname=host, do_handshake_on_connect=False)
+        watch = WATCHDOG.watch(sock, deadline, socket.SHUT_RDWR)
+        if isinstance(sock, ssl.SSLSocket):
+            sock.do_handshake()
         conn = (
             http.client.HTTPSConnection(host, port, timeout=cfg.timeout)
             if parts.scheme == "https"
@@ -105,9 +110,10 @@ def send(endpoint: WebhookEndpoint, payload: dict[str, Any], cfg: WebhooksConfig
         conn.sock = sock  # connected (and wrapped) above, under the watchdog
         conn.request("POST", path, body=body, headers=headers)
         response = conn.getresponse()
-        data = response.read(cfg.max_response_bytes)
-        if time.monotonic() >= deadline:
-            return outcome(False, None, f"timed out after {cfg.timeout:g}s", b"")
+        try:  # the status decides; the body is only an excerpt for the log
+            data = response.read(cfg.max_response_bytes)
+        except (OSError, http.client.HTTPException):
+            data = b""  # cut short by the deadline, or a broken body
         ok = 200 <= response.status < 300
         error = None if ok else f"HTTP {response.status}"
         return outcome(ok, response.status, error, data)
@@ -119,9 +125,10 @@ def send(endpoint: WebhookEndpoint, payload: dict[str, Any], cfg: WebhooksConfig
         return outcome(False, None, what[:300], b"")
     finally:
         WATCHDOG.forget(watch)
-        if raw is not None:
-            with contextlib.suppress(OSError):
-                raw.close()
+        for opened in (sock, raw):
+            if opened is not None:
+                with contextlib.suppress(OSError):
+                    opened.close()
 
 
 # -- the worker -------------------------------------------------------------------------
@@ -134,6 +141,8 @@ class DeliveryWorker:
     owner: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     stop: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
+    _later: dict[str, tuple[str, float]] = field(default_factory=dict)  # id -> (ETag, due)
+    _enabled: bool = False
 
     @property
     def queue(self) -> WebhookQueue:
@@ -159,50 +168,73 @@ class DeliveryWorker:
             self.stop.wait(self.config.poll_interval)
 
     def run_once(self) -> int:
-        """One scan: every due delivery of the pending events.  Returns the attempts sent."""
-        sent = 0
+        """One scan: every due delivery of the pending events.  Returns the attempts sent.
+
+        Events whose deliveries are all waiting (backoff, or another replica's lease)
+        are remembered with their next due time and the ETag of their pending marker,
+        and not read again before then unless the marker changes (a redelivery), so
+        a backlog for a dead receiver costs a listing per scan, not a read per event.
+        """
         queue = self.queue
-        for event_id, marked in queue.pending(BATCH):
-            if self.stop.is_set():
+        if not self._enabled:
+            queue.enable()  # also done by init_app; again here if storage was down then
+            self._enabled = True
+        markers = queue.pending()
+        now = time.time()
+        self._later = {k: v for k, v in self._later.items() if k in dict(markers)}
+        sent = looked = 0
+        for event_id, marker in markers:
+            if self.stop.is_set() or looked >= BATCH:
                 break
+            later = self._later.get(event_id)
+            if later is not None and later[0] == marker.etag and later[1] > now:
+                continue
+            looked += 1
             try:
-                sent += self._event(queue, event_id, marked)
+                count, due = self._event(queue, event_id, marker)
             except NotFound:
                 continue
+            sent += count
+            if due is None:
+                self._later.pop(event_id, None)
+            else:
+                self._later[event_id] = (marker.etag, due)
         return sent
 
-    def _event(self, queue: WebhookQueue, event_id: str, marked: float) -> int:
+    def _event(
+        self, queue: WebhookQueue, event_id: str, marker: ObjectInfo
+    ) -> tuple[int, float | None]:
+        """Send the due deliveries of one event: (attempts sent, when the next is due)."""
         try:
             record = queue.read(event_id)
         except NotFound:
             # A marker without its event: the enqueuer died between the two writes.
-            if time.time() - marked > self.config.lease_seconds:
+            if time.time() - marker.mtime > self.config.lease_seconds:
                 self.storage.delete(pending_key(event_id))
-            return 0
+            return 0, None
         if not record.get("fanned_out"):
             record = queue.fan_out(event_id, self.config)
         sent = 0
-        now = time.time()
         for name, state in sorted(record["deliveries"].items()):
-            if state.get("status") != "pending" or state.get("next_at", 0) > now:
+            if state.get("status") != "pending" or state.get("next_at", 0) > time.time():
                 continue
             endpoint = self.config.endpoints.get(name)
             if endpoint is None:
-                self._orphan(queue, event_id, name)
+                record = self._orphan(queue, event_id, name)
                 continue
             lease = queue.claim(event_id, name, self.owner, self.config.lease_seconds)
             if lease is None:
                 continue
             attempt = send(endpoint, record["event"], self.config)
             sent += 1
-            after = queue.finish(event_id, name, lease, attempt, self.config)
-            self._log(event_id, name, attempt, after["deliveries"].get(name, {}))
-        record = queue.read(event_id)
-        if not any(d.get("status") == "pending" for d in record["deliveries"].values()):
+            record = queue.finish(event_id, name, lease, attempt, self.config)
+            self._log(event_id, name, attempt, record["deliveries"].get(name, {}))
+        due = next_due(record)
+        if due is None:
             queue.settle(event_id)
-        return sent
+        return sent, due
 
-    def _orphan(self, queue: WebhookQueue, event_id: str, name: str) -> None:
+    def _orphan(self, queue: WebhookQueue, event_id: str, name: str) -> dict[str, Any]:
         """A delivery to an endpoint this server's config no longer has: failed."""
 
         def change(record: dict[str, Any]) -> bool:
@@ -213,7 +245,7 @@ class DeliveryWorker:
             state["log"] = [*state.get("log", []), {"error": "endpoint no longer configured"}]
             return True
 
-        queue.update(event_id, change)
+        return queue.update(event_id, change)
 
     def _log(self, event_id: str, name: str, attempt: Attempt, state: dict[str, Any]) -> None:
         extra = {

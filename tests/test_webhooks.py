@@ -6,8 +6,10 @@ against a receiver on loopback that checks every signature with its own code.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +17,7 @@ from typing import Any
 
 import pytest
 
+import repo_server.webhooks
 from publisher.config import Config, parse_config
 from publisher.errors import ConfigError, NotFound, StorageError, UsageError
 from publisher.repo import Repository
@@ -30,7 +33,7 @@ from publisher.webhooks import (
 )
 from repo_server.webhooks import DeliveryWorker, send
 from tests.conftest import config_dict
-from tests.webhook_receiver import Receiver, receiver
+from tests.webhook_receiver import WAIT, Receiver, receiver
 
 SECRET = b"s3cret-for-tests"
 
@@ -422,3 +425,94 @@ def test_cli_deliveries_and_redeliver(
     assert "local config only" in run(
         "--server", "http://127.0.0.1:9", "webhooks", "deliveries", code=2
     )
+
+
+class RawServer:
+    """A loopback TCP server that reads the request head and then runs ``answer(conn)``."""
+
+    def __init__(self, answer: Callable[[socket.socket], None]) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.answer = answer
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = self.sock.accept()
+            with conn:
+                self.answer(conn)
+
+    def close(self) -> None:
+        self.sock.close()
+        self.thread.join(WAIT)
+
+
+def trickle(conn: socket.socket) -> None:
+    """Answer one byte at a time, each well within the socket timeout, for ever."""
+    conn.recv(65536)
+    with contextlib.suppress(OSError):
+        for byte in b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 10_000:
+            conn.sendall(bytes([byte]))
+            time.sleep(0.2)
+
+
+def silent(conn: socket.socket) -> None:
+    """Accept and never answer (not even a TLS handshake); return when the client leaves."""
+    conn.settimeout(WAIT)
+    with contextlib.suppress(OSError):
+        while conn.recv(65536):
+            pass
+
+
+@pytest.mark.parametrize(("scheme", "answer"), [("http", trickle), ("https", silent)])
+def test_an_attempt_has_a_total_deadline(
+    tmp_path: Path, gpg_key: tuple[Path, str], scheme: str, answer: Callable[..., None]
+) -> None:
+    server = RawServer(answer)
+    try:
+        cfg = hooks_config(
+            tmp_path, gpg_key, {"slow": {"url": f"{scheme}://127.0.0.1:{server.port}/"}}, timeout=1
+        ).webhooks
+        payload = {"id": "20261130T221000.123456Z-1a2b3c4d", "type": "publish"}
+        attempt = send(cfg.endpoints["slow"], payload, cfg)
+    finally:
+        server.close()
+    assert not attempt.ok
+    assert attempt.error == "timed out after 1s"
+
+
+def test_a_backlog_for_a_dead_receiver_does_not_starve_new_events(
+    tmp_path: Path, gpg_key: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(repo_server.webhooks, "BATCH", 3)
+    with receiver(SECRET) as rcv:
+        cfg = hooks_config(
+            tmp_path,
+            gpg_key,
+            {
+                "dead": {"url": f"http://127.0.0.1:{closed_port()}/", "channels": ["dev"]},
+                "live": {"url": rcv.url, "channels": ["staging"]},
+            },
+            backoff_initial=3600,
+            backoff_max=3600,
+        )
+        storage = LocalStorage(tmp_path / "repo")
+        queue = WebhookQueue(storage)
+        old = [f"20261130T2210{i:02d}.000000Z-0000000{i}" for i in range(5)]
+        for event_id in old:
+            queue.enqueue({"id": event_id, "type": "publish", "channel": "dev"})
+        worker = DeliveryWorker(storage, cfg.webhooks)
+        assert worker.run_once() + worker.run_once() == 5  # 3, then the 2 left
+        assert worker.run_once() == 0  # all wait an hour (and are not read again until then)
+        queue.enqueue(
+            {"id": "20261130T221100.000000Z-000000ff", "type": "promote", "channel": "staging"}
+        )
+        assert worker.run_once() == 1
+        [got] = rcv.wait_for(1)
+        assert got.payload["id"] == "20261130T221100.000000Z-000000ff"
+        queue.redeliver(old[0])  # rewrites the marker: looked at again at once
+        assert worker.run_once() == 1
+    rows = {r["event_id"]: r for r in queue.deliveries()}
+    assert rows[old[0]]["attempts"] == 1 and rows[old[1]]["attempts"] == 1
+    assert rows["20261130T221100.000000Z-000000ff"]["status"] == "delivered"
