@@ -142,7 +142,7 @@ class DeliveryWorker:
     stop: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
     _later: dict[str, tuple[str, float]] = field(default_factory=dict)  # id -> (ETag, due)
-    _enabled: bool = False
+    enabled: bool = False  # the storage carries the "queue events" marker
 
     @property
     def queue(self) -> WebhookQueue:
@@ -176,9 +176,9 @@ class DeliveryWorker:
         a backlog for a dead receiver costs a listing per scan, not a read per event.
         """
         queue = self.queue
-        if not self._enabled:
-            queue.enable()  # also done by init_app; again here if storage was down then
-            self._enabled = True
+        if not self.enabled:
+            queue.enable()  # init_app could not: storage was down then
+            self.enabled = True
         markers = queue.pending()
         now = time.time()
         self._later = {k: v for k, v in self._later.items() if k in dict(markers)}
@@ -275,8 +275,17 @@ def init_app(app: Flask) -> None:
     if not cfg.endpoints:
         return
     storage = state.repo.storage
-    WebhookQueue(storage).enable()
-    app.extensions[WEBHOOKS_EXTENSION] = DeliveryWorker(storage, cfg)
+    worker = DeliveryWorker(storage, cfg)
+    try:
+        WebhookQueue(storage).enable()
+        worker.enabled = True
+    except AptshipError as err:  # the worker marks the storage at its first scan instead
+        log.warning(
+            "webhook queue not marked yet: %s",
+            err.message,
+            extra={"event": "webhook_enable_failed", "code": err.code},
+        )
+    app.extensions[WEBHOOKS_EXTENSION] = worker
 
 
 def start_delivery(app: Any) -> DeliveryWorker | None:
