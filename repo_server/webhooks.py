@@ -194,6 +194,15 @@ class DeliveryWorker:
                 count, due = self._event(queue, event_id, marker)
             except NotFound:
                 continue
+            except Exception as err:  # one broken record must not stop the others
+                log.warning(
+                    "webhook event %s skipped: %s",
+                    event_id,
+                    getattr(err, "message", type(err).__name__),
+                    extra={"event": "webhook_event_failed", "event_id": event_id},
+                )
+                self._later[event_id] = (marker.etag, now + self.config.lease_seconds)
+                continue
             sent += count
             if due is None:
                 self._later.pop(event_id, None)

@@ -516,3 +516,26 @@ def test_a_backlog_for_a_dead_receiver_does_not_starve_new_events(
     rows = {r["event_id"]: r for r in queue.deliveries()}
     assert rows[old[0]]["attempts"] == 1 and rows[old[1]]["attempts"] == 1
     assert rows["20261130T221100.000000Z-000000ff"]["status"] == "delivered"
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [b"{not json", b"[]", b'{"event": {}, "deliveries": {"live": {"status": "pending"}}}'],
+)
+def test_a_broken_record_does_not_stop_the_others(
+    tmp_path: Path, gpg_key: tuple[Path, str], broken: bytes
+) -> None:
+    with receiver(SECRET) as rcv:
+        cfg = hooks_config(tmp_path, gpg_key, {"live": {"url": rcv.url}})
+        storage = LocalStorage(tmp_path / "repo")
+        queue = WebhookQueue(storage)
+        bad, good = "20261130T221000.000000Z-00000000", "20261130T221001.000000Z-00000001"
+        queue.enqueue({"id": bad, "type": "publish", "channel": "dev"})
+        storage.write_bytes(f".aptship/webhooks/events/{bad}.json", broken)
+        queue.enqueue({"id": good, "type": "publish", "channel": "dev"})
+        worker = DeliveryWorker(storage, cfg.webhooks)
+        assert worker.run_once() == 1
+        assert [d.payload["id"] for d in rcv.wait_for(1)] == [good]
+        assert worker.run_once() == 0  # the broken one waits lease_seconds before a retry
+    statuses = {r["event_id"]: r["status"] for r in queue.deliveries()}
+    assert statuses[good] == "delivered"
