@@ -19,8 +19,8 @@ from repo_server.ui import MAX_ROWS, bp, me
 PAGE_ROWS = 200  # deliveries shown at once; `aptship webhooks deliveries` lists more
 
 
-@bp.get("/webhooks")
-def webhooks() -> str:
+@bp.get("/webhooks", endpoint="webhooks")
+def webhooks_page() -> str:
     token = me()
     readable = set(readable_channels(token))
     failed = request.args.get("failed") == "1"
