@@ -181,7 +181,8 @@ class DeliveryWorker:
             self.enabled = True
         markers = queue.pending()
         now = time.time()
-        self._later = {k: v for k, v in self._later.items() if k in dict(markers)}
+        live = {event_id for event_id, _marker in markers}
+        self._later = {k: v for k, v in self._later.items() if k in live}
         sent = looked = 0
         for event_id, marker in markers:
             if self.stop.is_set() or looked >= BATCH:
