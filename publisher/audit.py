@@ -20,6 +20,7 @@ from typing import Any
 
 from publisher.errors import NotFound, PreconditionFailed
 from publisher.storage.base import Storage
+from publisher.webhooks import enqueue_audit_event
 
 AUDIT_PREFIX = ".aptship/audit/"
 
@@ -58,6 +59,8 @@ def record_event(
             create_only=True,
             content_type="application/json",
         )
+    # The release webhook of this operation (docs/webhooks.md): queued, never sent here.
+    enqueue_audit_event(storage, key.removeprefix(AUDIT_PREFIX).removesuffix(".json"), event)
     return event
 
 

@@ -31,6 +31,7 @@ from publisher.errors import AptshipError, UsageError
 COMMAND_MODULES = (
     "publisher.cli_build",
     "publisher.cli_server",
+    "publisher.cli_webhooks",
 )
 
 

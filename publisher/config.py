@@ -14,6 +14,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from publisher.errors import ConfigError
 
@@ -120,6 +121,62 @@ class LimitsConfig:
     dpkg_check: bool = True  # cross-check Package/Version/Architecture with dpkg-deb
 
 
+WEBHOOK_EVENTS = ("publish", "promote", "rollback", "remove", "fleet.converged", "fleet.diverged")
+_ENDPOINT_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+@dataclass(frozen=True)
+class WebhookEndpoint:
+    """One ``[webhooks.endpoints.<name>]``: where events go and the secret that signs them."""
+
+    name: str
+    url: str
+    secret_env: str | None = None
+    secret_file: Path | None = None
+    events: tuple[str, ...] = WEBHOOK_EVENTS
+    channels: tuple[str, ...] = ()  # empty: every channel
+
+    def wants(self, event_type: str, channel: str) -> bool:
+        return event_type in self.events and (not self.channels or channel in self.channels)
+
+    def secret(self) -> bytes:
+        """The signing secret, read from the environment or a file at use time."""
+        if self.secret_env:
+            value = os.environ.get(self.secret_env)
+            if not value:
+                raise ConfigError(
+                    f"webhooks.endpoints.{self.name}.secret_env names ${self.secret_env}, "
+                    "which is not set"
+                )
+            return value.encode()
+        if self.secret_file is None:
+            raise ConfigError(f"webhooks.endpoints.{self.name} needs secret_env or secret_file")
+        try:
+            text = self.secret_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read webhooks.endpoints.{self.name}.secret_file {self.secret_file}: "
+                f"{exc.strerror}"
+            ) from exc
+        if not text:
+            raise ConfigError(f"webhooks.endpoints.{self.name}.secret_file is empty")
+        return text.encode()
+
+
+@dataclass(frozen=True)
+class WebhooksConfig:
+    """``[webhooks]``: release event delivery (docs/webhooks.md)."""
+
+    timeout: float = 10.0  # seconds one attempt may take in all (connect, send, answer)
+    max_attempts: int = 12  # then the delivery is "failed" (redeliver by event id)
+    backoff_initial: float = 10.0  # seconds before the 2nd attempt; doubles each time
+    backoff_max: float = 3600.0  # cap of one wait between attempts
+    poll_interval: float = 2.0  # seconds between queue scans of each server process
+    lease_seconds: float = 60.0  # a claimed attempt is another replica's after this long
+    max_response_bytes: int = 4096  # of a receiver's answer read (and kept in the log)
+    endpoints: dict[str, WebhookEndpoint] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class AptlyConfig:
     url: str
@@ -157,6 +214,7 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     fleet: FleetConfig = field(default_factory=FleetConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
     channels: dict[str, ChannelConfig] = field(default_factory=dict)
 
     def channel(self, name: str) -> ChannelConfig:
@@ -320,6 +378,63 @@ def _limits(sec: _Section) -> LimitsConfig:
     return LimitsConfig(**values)
 
 
+def _endpoint(name: str, sec: _Section) -> WebhookEndpoint:
+    if not _ENDPOINT_NAME_RE.match(name):
+        raise ConfigError(
+            f"{sec.path}: webhook endpoint name {name!r} must match {_ENDPOINT_NAME_RE.pattern}"
+        )
+    url = sec.get("url", str, None)
+    # Endpoints come from this file only (no API can add one): http(s) URLs, nothing else.
+    parts = urlsplit(url or "")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise sec.fail("url", "must be an http:// or https:// URL with a host")
+    if parts.username or parts.password:
+        raise sec.fail("url", "must not hold credentials: sign with secret_env or secret_file")
+    if "secret" in sec.data:
+        raise sec.fail(
+            "secret",
+            "is not allowed: name an environment variable (secret_env) or a file "
+            "(secret_file) instead of putting a secret in the config",
+        )
+    events = sec.strings("events", WEBHOOK_EVENTS)
+    unknown = [e for e in events if e not in WEBHOOK_EVENTS]
+    if unknown or not events:
+        raise sec.fail("events", f"must be a non-empty subset of {list(WEBHOOK_EVENTS)}")
+    cfg = WebhookEndpoint(
+        name=name,
+        url=str(url),
+        secret_env=sec.get("secret_env", str, None),
+        secret_file=sec.path_value("secret_file"),
+        events=events,
+        channels=sec.strings("channels", ()),
+    )
+    sec.finish()
+    if (cfg.secret_env is None) == (cfg.secret_file is None):
+        raise sec.fail("secret_env", "or secret_file is required (exactly one of the two)")
+    return cfg
+
+
+def _webhooks(sec: _Section) -> WebhooksConfig:
+    values: dict[str, Any] = {}
+    for name, default in vars(WebhooksConfig()).items():
+        if name == "endpoints":
+            continue
+        kind: type | tuple[type, ...] = int if isinstance(default, int) else (int, float)
+        value = sec.get(name, kind, default)
+        if value <= 0:
+            raise sec.fail(name, "must be positive")
+        values[name] = float(value) if isinstance(default, float) else value
+    if values["lease_seconds"] <= values["timeout"]:
+        raise sec.fail("lease_seconds", "must be longer than webhooks.timeout")
+    raw = sec.get("endpoints", dict, {})
+    endpoints = {
+        name: _endpoint(name, _Section(body, f"webhooks.endpoints.{name}", sec.path))
+        for name, body in raw.items()
+    }
+    sec.finish()
+    return WebhooksConfig(endpoints=endpoints, **values)
+
+
 def _aptly(sec: _Section) -> AptlyConfig:
     url = sec.get("url", str, None)
     if not url or not url.startswith(("http://", "https://")):
@@ -413,6 +528,7 @@ def parse_config(data: dict[str, Any], cfg_path: Path) -> Config:
     fleet = _fleet(_Section(top.get("fleet", dict, {}), "fleet", cfg_path))
     limits = _limits(_Section(top.get("limits", dict, {}), "limits", cfg_path))
     aptly = _aptly(_Section(top.get("aptly", dict), "aptly", cfg_path)) if "aptly" in data else None
+    webhooks = _webhooks(_Section(top.get("webhooks", dict, {}), "webhooks", cfg_path))
     if engine == "aptly" and aptly is None:
         raise ConfigError(f"{cfg_path}: repository.engine = 'aptly' needs an [aptly] table")
     chans_raw = top.get("channels", dict, {})
@@ -428,6 +544,13 @@ def parse_config(data: dict[str, Any], cfg_path: Path) -> Config:
                 raise ConfigError(
                     f"{cfg_path}: channels.{ch.name}.promote_from names unknown channel {src!r}"
                 )
+    for hook in webhooks.endpoints.values():
+        for name in hook.channels:
+            if name not in channels:
+                raise ConfigError(
+                    f"{cfg_path}: webhooks.endpoints.{hook.name}.channels names unknown "
+                    f"channel {name!r}"
+                )
     top.used.add("channels")
     top.finish()
     return Config(
@@ -442,5 +565,6 @@ def parse_config(data: dict[str, Any], cfg_path: Path) -> Config:
         server=server,
         fleet=fleet,
         limits=limits,
+        webhooks=webhooks,
         channels=channels,
     )

@@ -58,6 +58,8 @@ def create_app(config: Config | str | os.PathLike[str] | None = None) -> Flask:
     """Build the server for ``config`` (a Config, a path, or None for $APTSHIP_CONFIG)."""
     from repo_server import api, apt, deadlines, fleet, hosts, metrics, ui
     from repo_server.auth import PoolAccess, reset_actor
+    from repo_server.webhooks import init_app as init_webhooks
+    from repo_server.webhooks_page import webhooks_page  # noqa: F401 - /ui/webhooks, on ui.bp
 
     cfg = config if isinstance(config, Config) else load_config(config)
     repo = Repository(cfg)
@@ -75,6 +77,7 @@ def create_app(config: Config | str | os.PathLike[str] | None = None) -> Flask:
     deadlines.init_app(app, cfg.limits)
     register_error_handlers(app)
     state.metrics.init_app(app)
+    init_webhooks(app)  # release webhooks: the queue marker and the delivery worker
     app.add_url_rule("/healthz", "healthz", healthz)
     app.register_blueprint(apt.bp)
     app.register_blueprint(api.bp, url_prefix="/api/v1")

@@ -40,6 +40,7 @@ from publisher.fleet_store import FleetStore, channel_view, pins_of, record_pins
 from publisher.host_report import check_host_id, parse_report
 from repo_server.app import EXTENSION, ServerState, server_state
 from repo_server.auth import current_token, require
+from repo_server.webhooks import fleet_report
 
 bp = Blueprint("fleet", __name__)
 log = logging.getLogger("aptship.server")
@@ -140,6 +141,7 @@ def report(channel: str, host_id: str) -> Response:
     parsed = parse_report(read_body(state.config.fleet.max_report_bytes), state.config.fleet)
     fleet.limiter.hit((token.name, channel, host_id))
     record = fleet.store.report(channel, host_id, token.name, parsed)
+    fleet_report(state, fleet.store, channel, record)  # fleet.converged/diverged webhooks
     pins = pins_of(state.repo.states, channel, record.packages)
     return jsonify(host_view(record, pins, time.time(), state.config.fleet.stale_after))
 

@@ -70,6 +70,20 @@ def on_starting(server: Any) -> None:
     logger.propagate = False
 
 
+def post_worker_init(worker: Any) -> None:
+    """Start the worker process's release webhook delivery thread (docs/webhooks.md)."""
+    from repo_server.webhooks import start_delivery
+
+    start_delivery(worker.wsgi)
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """Stop delivering; an attempt cut short is retried when its lease expires."""
+    from repo_server.webhooks import stop_delivery
+
+    stop_delivery(getattr(worker, "wsgi", None))
+
+
 def child_exit(server: Any, worker: Any) -> None:
     """Let prometheus-client fold a dead worker's live gauges out of /metrics."""
     from prometheus_client import multiprocess
