@@ -25,8 +25,8 @@ from werkzeug.http import parse_options_header
 from publisher.audit import read_events_page
 from publisher.debfile import inspect_deb
 from publisher.errors import JsonTooDeep, NotFound, TooLarge, UsageError
-from repo_server.app import server_state
 from repo_server.auth import current_token, readable_channels, require, require_package
+from repo_server.state import server_state
 
 bp = Blueprint("api", __name__)
 CHUNK = 1024 * 1024

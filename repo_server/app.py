@@ -1,48 +1,27 @@
 """The Flask application factory: ``create_app(config=None)``.
 
-All state lives on ``app.extensions["aptship"]`` (a :class:`ServerState`), never in
-module globals, so one process can hold several apps (the tests do) and a worker
-holds nothing that another instance on the same storage could disagree with, apart
-from caches keyed on state generations.  Blueprints are imported inside the
-factory, as in Flask's tutorial, because they reach the state through
-:func:`server_state`.
+All state lives on ``app.extensions["aptship"]`` (a
+:class:`repo_server.state.ServerState`), never in module globals, so one process
+can hold several apps (the tests do) and a worker holds nothing that another
+instance on the same storage could disagree with, apart from caches keyed on state
+generations.  Blueprints are imported inside the factory, as in Flask's tutorial;
+they reach the state through :func:`repo_server.state.server_state` (its own module,
+as flaskr keeps ``get_db`` in ``db.py``), never through this one.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from flask import Flask, Response, current_app, jsonify
+from flask import Flask, Response, jsonify
 
 from publisher.config import Config, load_config
 from publisher.dists import KEYRING_KEY
 from publisher.errors import StorageError
 from publisher.repo import Repository
-from publisher.tokens import TokenStore, open_tokens
+from publisher.tokens import open_tokens
 from repo_server.errors import register_error_handlers
-
-if TYPE_CHECKING:
-    from repo_server.auth import PoolAccess
-    from repo_server.metrics import Metrics
-
-EXTENSION = "aptship"
-
-
-@dataclass
-class ServerState:
-    config: Config
-    repo: Repository
-    tokens: TokenStore
-    metrics: Metrics
-    pools: PoolAccess
-
-
-def server_state() -> ServerState:
-    """The state of the app handling the current request."""
-    state: ServerState = current_app.extensions[EXTENSION]
-    return state
+from repo_server.state import EXTENSION, ServerState, server_state
 
 
 def healthz() -> tuple[Response, int]:

@@ -41,8 +41,8 @@ from publisher.dists import KEYRING_KEY
 from publisher.errors import NotFound
 from publisher.storage.base import Storage
 from publisher.storage.keys import check_key
-from repo_server.app import server_state
 from repo_server.auth import check_pool_access, current_token, require
+from repo_server.state import server_state
 
 bp = Blueprint("apt", __name__)
 CHUNK = 256 * 1024

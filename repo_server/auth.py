@@ -26,7 +26,7 @@ from publisher.audit import request_actor
 from publisher.errors import Forbidden, NotFound, PackageScope, Unauthorized
 from publisher.repo import Repository
 from publisher.tokens import Token
-from repo_server.app import server_state
+from repo_server.state import server_state
 
 log = logging.getLogger("aptship.server")
 

@@ -38,8 +38,8 @@ from publisher.errors import RateLimited, ReportTooLarge, StorageError
 from publisher.fleet import host_view, rollouts, state_counts
 from publisher.fleet_store import FleetStore, channel_view, pins_of, record_pins
 from publisher.host_report import check_host_id, parse_report
-from repo_server.app import EXTENSION, ServerState, server_state
 from repo_server.auth import current_token, require
+from repo_server.state import EXTENSION, ServerState, server_state
 from repo_server.webhooks import fleet_report
 
 bp = Blueprint("fleet", __name__)

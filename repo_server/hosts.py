@@ -24,8 +24,8 @@ from flask import Blueprint, Response, request
 
 from publisher.errors import Forbidden, UsageError
 from publisher.pins import PINS_PATH
-from repo_server.app import server_state
 from repo_server.auth import current_token, request_secret, require
+from repo_server.state import server_state
 
 bp = Blueprint("hosts", __name__)
 HEREDOC_END = "@END@"

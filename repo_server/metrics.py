@@ -26,9 +26,9 @@ from prometheus_client import (
     multiprocess,
 )
 
-from repo_server.app import server_state
 from repo_server.auth import require_role
 from repo_server.fleet import hosts_metrics
+from repo_server.state import server_state
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 bp = Blueprint("metrics", __name__)

@@ -77,9 +77,9 @@ from publisher.pins import rollback_pin
 from publisher.repo import Repository
 from publisher.state import PackageState, PinEvent
 from publisher.tokens import Token
-from repo_server.app import EXTENSION, ServerState, server_state
 from repo_server.auth import readable_channels, require, require_package
 from repo_server.fleet import channel_rollouts
+from repo_server.state import EXTENSION, ServerState, server_state
 
 PREFIX = "/ui"
 bp = Blueprint("ui", __name__, url_prefix=PREFIX)

@@ -51,8 +51,8 @@ from publisher.webhooks import (
     record_fleet_state,
     signature,
 )
-from repo_server.app import EXTENSION, ServerState
 from repo_server.deadlines import WATCHDOG
+from repo_server.state import EXTENSION, ServerState
 
 WEBHOOKS_EXTENSION = "aptship_webhooks"
 BATCH = 100  # pending events looked at per scan

@@ -12,8 +12,8 @@ from __future__ import annotations
 from flask import render_template, request
 
 from publisher.webhooks import WebhookQueue
-from repo_server.app import server_state
 from repo_server.auth import readable_channels
+from repo_server.state import server_state
 from repo_server.ui import MAX_ROWS, bp, me
 
 PAGE_ROWS = 200  # deliveries shown at once; `aptship webhooks deliveries` lists more
