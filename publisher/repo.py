@@ -80,6 +80,78 @@ def entry_json(entry: Entry, channel: str, pin: str | None) -> dict[str, Any]:
     }
 
 
+Change = dict[str, Any]
+
+
+def plan_additions(
+    state: ChannelState, chan: ChannelConfig, entries: Sequence[Entry]
+) -> tuple[list[PublishResult], list[Change], dict[str, PackageState]]:
+    """Add each entry the channel lacks; the same bytes again are "unchanged", other
+    bytes under a published (name, version, architecture) are refused."""
+    results: list[PublishResult] = []
+    changes: list[Change] = []
+    touched: dict[str, PackageState] = {}
+    for entry in entries:
+        ps = state.edit(entry.package)
+        touched[entry.package] = ps
+        existing = ps.find(entry.version, entry.architecture)
+        if existing and not existing[0].same_artifact(entry):
+            raise ImmutableConflict(
+                f"{entry.package} {entry.version} ({entry.architecture}) is already in "
+                f"channel {chan.name!r} with different content"
+            )
+        if not existing:
+            ps.entries.append(entry)
+            changes.append(
+                {
+                    "package": entry.package,
+                    "version": entry.version,
+                    "architecture": entry.architecture,
+                    "old": ps.pin,
+                    "new": ps.pin,
+                }
+            )
+        results.append(PublishResult(entry, chan.name, "unchanged" if existing else "added", False))
+    return results, changes, touched
+
+
+def move_pins(
+    chan: ChannelConfig,
+    touched: Mapping[str, PackageState],
+    results: Sequence[PublishResult],
+    changes: Sequence[Change],
+    action: str,
+    actor: str,
+) -> None:
+    """One pin move per package and batch (with ``auto_pin``): to the newest version
+    the batch added, when it is newer than the pin.  Linear in the batch."""
+    added: dict[str, list[str]] = {}
+    for r in results:
+        if r.status == "added":
+            added.setdefault(r.entry.package, []).append(r.entry.version)
+    changes_of: dict[str, list[Change]] = {}
+    for change in changes:
+        changes_of.setdefault(change["package"], []).append(change)
+    for name, ps in touched.items():
+        best = newest(added.get(name, []))
+        old_pin = ps.pin
+        if chan.auto_pin and best and (old_pin is None or Version(best) > Version(old_pin)):
+            set_pin(ps, best, action, actor)
+            for change in changes_of.get(name, []):
+                change["old"], change["new"] = old_pin, ps.pin
+
+
+def report_batch(
+    chan: ChannelConfig, touched: Mapping[str, PackageState], results: Sequence[PublishResult]
+) -> list[Change]:
+    """Apply retention (its drops are audited like the additions) and give every result
+    the pin as it stands after the whole batch."""
+    dropped = [c for name, ps in touched.items() for c in retention_changes(name, ps, chan.keep)]
+    for r in results:
+        r.pinned = r.entry.version == touched[r.entry.package].pin
+    return dropped
+
+
 class Repository(LifecycleOps):
     def __init__(self, config: Config, storage: Storage | None = None) -> None:
         self.config = config
@@ -232,51 +304,9 @@ class Repository(LifecycleOps):
         actor = current_actor()
 
         def change(state: ChannelState) -> tuple[list[PublishResult], list[dict[str, Any]]]:
-            results: list[PublishResult] = []
-            changes: list[dict[str, Any]] = []
-            touched: dict[str, PackageState] = {}
-            for entry in entries:
-                ps = state.edit(entry.package)
-                touched[entry.package] = ps
-                existing = ps.find(entry.version, entry.architecture)
-                if existing and not existing[0].same_artifact(entry):
-                    raise ImmutableConflict(
-                        f"{entry.package} {entry.version} ({entry.architecture}) is already in "
-                        f"channel {chan.name!r} with different content"
-                    )
-                if not existing:
-                    ps.entries.append(entry)
-                    changes.append(
-                        {
-                            "package": entry.package,
-                            "version": entry.version,
-                            "architecture": entry.architecture,
-                            "old": ps.pin,
-                            "new": ps.pin,
-                        }
-                    )
-                status = "unchanged" if existing else "added"
-                results.append(PublishResult(entry, chan.name, status, False))
-            # per-package indexes, so the loop below is linear in the batch, not quadratic
-            added: dict[str, list[str]] = {}
-            for r in results:
-                if r.status == "added":
-                    added.setdefault(r.entry.package, []).append(r.entry.version)
-            changes_of: dict[str, list[dict[str, Any]]] = {}
-            for change in changes:
-                changes_of.setdefault(change["package"], []).append(change)
-            for name, ps in touched.items():
-                # one pin move per package and batch: to the newest version it published
-                best = newest(added.get(name, []))
-                old_pin = ps.pin
-                if chan.auto_pin and best and (old_pin is None or Version(best) > Version(old_pin)):
-                    set_pin(ps, best, action, actor)
-                    for change in changes_of.get(name, []):
-                        change["old"], change["new"] = old_pin, ps.pin
-            for name, ps in touched.items():
-                changes += retention_changes(name, ps, chan.keep)
-            for r in results:  # report the pin as it stands after the whole batch
-                r.pinned = r.entry.version == touched[r.entry.package].pin
+            results, changes, touched = plan_additions(state, chan, entries)
+            move_pins(chan, touched, results, changes, action, actor)
+            changes += report_batch(chan, touched, results)
             return results, changes
 
         return self.commit_change(chan.name, action, actor, change, restore=restore, since=since)
