@@ -7,7 +7,6 @@ compare-and-swap, records one audit event, and renders the channel once.
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -198,9 +197,9 @@ class Repository(LifecycleOps):
             restorers = restore or {}
             return {e.filename: restorers.get(e.filename) for e in state.entry_changes()[0]}
 
-        if isinstance(self.engine, NativeEngine):
-            return self.states.update(channel, change, references=pool_files, since=since)
-        return self.states.update(channel, change, before_commit=mirror, since=since)
+        if self.engine.mirrors_state:
+            return self.states.update(channel, change, before_commit=mirror, since=since)
+        return self.states.update(channel, change, references=pool_files, since=since)
 
     def commit_change(
         self,
@@ -285,9 +284,7 @@ class Repository(LifecycleOps):
                 )
         since = read_sweep(self.storage)  # before the pool writes (publisher.sweep.guard)
         entries = self.engine.prepare(infos, progress)
-        restore: dict[str, Restore] = {}
-        if isinstance(self.engine, NativeEngine):
-            restore = {i.pool_key: functools.partial(self.engine.restore, i) for i in infos}
+        restore = {i.pool_key: fn for i in infos if (fn := self.engine.restorer(i)) is not None}
         results = self.add_entries(chan, entries, action="publish", restore=restore, since=since)
         return [r.to_json() for r in results]
 
@@ -324,10 +321,9 @@ class Repository(LifecycleOps):
 
         The public keyring is published by the renderer, before the Release it checks.
         """
-        if isinstance(self.engine, NativeEngine):
-            return self.engine.render(channel, force=force, head=head, since=since)
-        self.ensure_keyring()
-        return self.engine.render(channel, force=force)
+        if not self.engine.publishes_keyring:
+            self.ensure_keyring()
+        return self.engine.render(channel, force=force, head=head, since=since)
 
     def reindex(self, channels: Iterable[str] | None = None) -> dict[str, int]:
         """Re-render and re-sign ``channels``; first rebuild any lost state shard."""

@@ -159,7 +159,8 @@ def pool(rest: str) -> Response:
     key = check_key(f"pool/{rest}")
     check_pool_access(key)
     state = server_state()
-    presign = getattr(state.repo.serving, "presigned_url", None)
-    if state.config.server.pool_redirect and presign is not None:
-        return redirect(presign(key, PRESIGN_SECONDS), 302)
+    if state.config.server.pool_redirect:
+        url = state.repo.serving.presigned_url(key, PRESIGN_SECONDS)
+        if url is not None:
+            return redirect(url, 302)
     return serve(key)

@@ -19,14 +19,21 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from publisher.debfile import DebInfo
-    from publisher.state import Entry
+    from publisher.state import Entry, Head
     from publisher.storage.base import Storage
+    from publisher.sweep import Restore, Sweep
 
 Progress = Callable[[int], None]
 
 
 class Engine(Protocol):
     name: str
+    # True: the engine keeps a package set of its own (aptly), which ``apply`` updates
+    # before every state commit.  False: aptship's state is the package set, and the
+    # pool files a commit adds are guarded against a concurrent gc (publisher.sweep).
+    mirrors_state: bool
+    # True: ``render`` publishes the public keyring before the Release it checks.
+    publishes_keyring: bool
 
     def prepare(self, infos: Sequence[DebInfo], progress: Progress | None) -> list[Entry]:
         """Refuse conflicting content, store the files, and return their entries."""
@@ -36,8 +43,23 @@ class Engine(Protocol):
         """Make the engine's package set of ``channel`` follow a state change."""
         ...
 
-    def render(self, channel: str, *, force: bool = False) -> int:
-        """Publish ``channel``'s committed state for apt; return its generation."""
+    def render(
+        self,
+        channel: str,
+        *,
+        force: bool = False,
+        head: Head | None = None,
+        since: Sweep | None = None,
+    ) -> int:
+        """Publish ``channel``'s committed state for apt; return its generation.
+
+        ``head``: the head just committed, if known; ``since``: the gc sweep record
+        read before the operation's writes (engines without a pool of their own
+        ignore both)."""
+        ...
+
+    def restorer(self, info: DebInfo) -> Restore | None:
+        """How to store ``info``'s pool file again if gc took it meanwhile, or None."""
         ...
 
     @property

@@ -47,8 +47,9 @@ if TYPE_CHECKING:
     from publisher.config import AptlyConfig, Config
     from publisher.debfile import DebInfo
     from publisher.engines import Progress
-    from publisher.state import StateStore
+    from publisher.state import Head, StateStore
     from publisher.storage.base import Storage
+    from publisher.sweep import Sweep
 
 log = logging.getLogger("aptship.aptly")
 T = TypeVar("T")
@@ -100,6 +101,8 @@ class _MultipartFile:
 
 class AptlyEngine:
     name = "aptly"
+    mirrors_state = True
+    publishes_keyring = False
 
     def __init__(self, config: Config, states: StateStore, actor: Callable[[], str]) -> None:
         if config.aptly is None:
@@ -276,7 +279,18 @@ class AptlyEngine:
 
         self._call(f"upload {name}", send)
 
-    def render(self, channel: str, *, force: bool = False) -> int:
+    def restorer(self, info: DebInfo) -> None:
+        """aptly's pool is aptly's: nothing of aptship's to restore."""
+        return None
+
+    def render(
+        self,
+        channel: str,
+        *,
+        force: bool = False,
+        head: Head | None = None,
+        since: Sweep | None = None,
+    ) -> int:
         chan = self.config.channel(channel)
         self._ensure_repo(channel)
         prefix = self.cfg.publish_prefix

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -14,7 +15,7 @@ if TYPE_CHECKING:
     from publisher.dists import DistWriter
     from publisher.engines import Progress
     from publisher.storage.base import Storage
-    from publisher.sweep import Sweep
+    from publisher.sweep import Restore, Sweep
 
 
 def _pool_conflict(info: DebInfo) -> ImmutableConflict:
@@ -27,6 +28,8 @@ def _pool_conflict(info: DebInfo) -> ImmutableConflict:
 
 class NativeEngine:
     name = "native"
+    mirrors_state = False
+    publishes_keyring = True
 
     def __init__(self, storage: Storage, dists: DistWriter) -> None:
         self.storage = storage
@@ -48,6 +51,9 @@ class NativeEngine:
     def restore(self, info: DebInfo) -> None:
         """Store ``info``'s file again (gc deleted it while a publish of it was in flight)."""
         self._store(info, None)
+
+    def restorer(self, info: DebInfo) -> Restore:
+        return functools.partial(self.restore, info)
 
     def apply(self, channel: str, added: Sequence[Entry], removed: Sequence[Entry]) -> None:
         """Nothing to mirror: the state is the package set."""

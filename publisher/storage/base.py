@@ -98,6 +98,10 @@ class Storage(Protocol):
         """A filesystem path for sendfile, or None when the backend has none."""
         ...
 
+    def presigned_url(self, key: str, expires: int = 300) -> str | None:
+        """A time-limited GET URL for ``key``, or None when the backend has none."""
+        ...
+
     def describe(self) -> str:
         """Where the repository lives, for messages (never credentials)."""
         ...

@@ -58,6 +58,10 @@ class LocalStorage:
         path = self._path(key)
         return path if path.is_file() else None
 
+    def presigned_url(self, key: str, expires: int = 300) -> None:
+        """A directory has no URLs of its own: files are served by the server."""
+        return None
+
     # -- reads -----------------------------------------------------------------
     def _open(self, key: str) -> BinaryIO:
         path = self._path(key)
