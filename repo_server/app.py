@@ -56,7 +56,7 @@ def healthz() -> tuple[Response, int]:
 
 def create_app(config: Config | str | os.PathLike[str] | None = None) -> Flask:
     """Build the server for ``config`` (a Config, a path, or None for $APTSHIP_CONFIG)."""
-    from repo_server import api, apt, fleet, hosts, metrics, ui
+    from repo_server import api, apt, fleet, front, hosts, metrics, ui
     from repo_server.auth import PoolAccess, reset_actor
 
     cfg = config if isinstance(config, Config) else load_config(config)
@@ -81,5 +81,6 @@ def create_app(config: Config | str | os.PathLike[str] | None = None) -> Flask:
     app.register_blueprint(fleet.bp, url_prefix="/api/v1")  # host reports, fleet view
     app.register_blueprint(metrics.bp)
     app.register_blueprint(ui.bp)  # /ui/: the release dashboard
+    app.register_blueprint(front.bp)  # /_front/auth: the nginx front's access check
     app.teardown_request(reset_actor)
     return app
