@@ -83,4 +83,5 @@ def create_app(config: Config | str | os.PathLike[str] | None = None) -> Flask:
     app.register_blueprint(ui.bp)  # /ui/: the release dashboard
     app.register_blueprint(front.bp)  # /_front/auth: the nginx front's access check
     app.teardown_request(reset_actor)
+    app.wsgi_app = apt.FastIndexes(app.wsgi_app, state)  # type: ignore[method-assign]
     return app
