@@ -31,6 +31,7 @@ import http.client
 import queue
 import random
 import re
+import shutil
 import statistics
 import subprocess
 import threading
@@ -474,7 +475,8 @@ def target_server(target: str, driver: AptshipDriver, work: Path) -> Iterator[st
         else:
             raise BenchError(f"unknown fleet target {target!r}")
         port = free_port()
-        prefix = work / "nginx" / f"fleet-{target}"
+        prefix = work / "nginx-fleet" / target  # not under serverbench's work/nginx
+        shutil.rmtree(prefix, ignore_errors=True)
         upstreams = [b.removeprefix("http://") for b in bases]
         if target == "replicas":
             body = _nginx_lb(upstreams, port)
