@@ -16,6 +16,10 @@ refused here exactly as there.  A decoded path that passes :func:`check_key` is
 also the path nginx serves (its normalization only merges slashes and resolves
 dot segments, which are refused), so the decision is always about the served file.
 
+On S3 storage an allow also carries ``X-Aptship-Location``: a presigned GET URL
+of the object (5 minutes), which ``conf/nginx/aptship-s3.conf`` proxies from the
+bucket.  nginx never passes the auth answer's headers to the client.
+
 Answers: 204 to allow; 401 when apt would get 401; 403 for every other refusal
 (403, and also the 404 or 400 the apt route would answer: ``auth_request`` passes
 on 401 and 403 only and turns any other status into a 500).  The status
@@ -39,6 +43,8 @@ from repo_server.auth import check_pool_access, current_token, require
 bp = Blueprint("front", __name__)
 URI_HEADER = "X-Original-URI"
 STATUS_HEADER = "X-Aptship-Status"
+LOCATION_HEADER = "X-Aptship-Location"
+PRESIGN_SECONDS = 300  # nginx caches the answer 5 s: the URL outlives every use of it
 MAX_URI = 4096  # nginx's own request line limit is 8 KiB (large_client_header_buffers)
 
 
@@ -80,8 +86,13 @@ def decide(key: str) -> None:
 @bp.get("/_front/auth")
 def auth() -> Response:
     try:
-        decide(original_key())
+        key = original_key()
+        decide(key)
+        headers = {}
+        presign = getattr(server_state().repo.serving, "presigned_url", None)
+        if presign is not None:  # S3: where nginx fetches the allowed object from
+            headers[LOCATION_HEADER] = presign(key, PRESIGN_SECONDS)
     except AptshipError as err:
         status = 401 if err.http_status == 401 else 403
         return Response(status=status, headers={STATUS_HEADER: str(err.http_status)})
-    return Response(status=204)
+    return Response(status=204, headers=headers)

@@ -1,8 +1,8 @@
-"""Debian's nginx running the shipped front (``conf/nginx/aptship.conf``) on loopback.
+"""Debian's nginx running a shipped front (``conf/nginx/aptship*.conf``) on loopback.
 
-:func:`render_front` fills the four ``EDIT`` lines of the shipped file (listen
-address, upstream, repository root, auth cache directory) and fails if one of them
-is not found, so the tests always run the file users copy.  :func:`start_nginx`
+:func:`render_front` fills the ``EDIT`` lines of a shipped file (listen address,
+upstream, repository root, auth cache directory) and fails if one of them is not
+found, so the tests always run the files users copy.  :func:`start_nginx`
 runs ``nginx -p PREFIX -c CONF -e LOG -g 'daemon off;'`` with everything (pid, logs,
 temp and cache directories) under ``PREFIX``, waits for the port and always stops
 it.  The benchmarks reuse both.
@@ -21,7 +21,9 @@ from pathlib import Path
 
 from tests.procs import stop
 
-SHIPPED = Path(__file__).resolve().parents[2] / "conf" / "nginx" / "aptship.conf"
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "nginx"
+SHIPPED = CONF_DIR / "aptship.conf"  # local storage
+SHIPPED_S3 = CONF_DIR / "aptship-s3.conf"  # S3 storage
 START_TIMEOUT = 15.0
 _EDITS = {
     "listen": "    listen 80;",
@@ -32,20 +34,32 @@ _EDITS = {
 
 
 def render_front(
-    *, port: int, upstreams: list[str], root: Path, cache: Path, text: str | None = None
+    *,
+    port: int,
+    upstreams: list[str],
+    root: Path | None,
+    cache: Path,
+    conf: Path = SHIPPED,
 ) -> str:
-    """The shipped config with loopback values in place of the example ones."""
-    conf = SHIPPED.read_text() if text is None else text
-    for name, line in _EDITS.items():
-        if conf.count(line) != 1:
-            raise AssertionError(f"conf/nginx/aptship.conf: expected one {name} line {line!r}")
-    servers = "\n".join(f"    server {u};" for u in upstreams)
-    return (
-        conf.replace(_EDITS["listen"], f"    listen 127.0.0.1:{port};")
-        .replace(_EDITS["upstream"], servers)
-        .replace(_EDITS["root"], f"    root {root};")
-        .replace(_EDITS["cache"], f"proxy_cache_path {cache} ")
-    )
+    """A shipped config with loopback values in place of the example ones.
+
+    ``root``: the repository directory (``aptship.conf``); None for ``aptship-s3.conf``,
+    which has no root line.
+    """
+    text = conf.read_text()
+    values = {
+        "listen": f"    listen 127.0.0.1:{port};",
+        "upstream": "\n".join(f"    server {u};" for u in upstreams),
+        "cache": f"proxy_cache_path {cache} ",
+    }
+    if root is not None:
+        values["root"] = f"    root {root};"
+    for name, value in values.items():
+        line = _EDITS[name]
+        if text.count(line) != 1:
+            raise AssertionError(f"{conf.name}: expected one {name} line {line!r}")
+        text = text.replace(line, value)
+    return text
 
 
 def _port_open(port: int) -> bool:

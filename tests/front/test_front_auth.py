@@ -41,6 +41,7 @@ def test_decisions(client: FlaskClient, env: ServerEnv, published: dict[str, Any
         assert resp.status_code == status, (who, uri, resp.status_code)
         assert resp.headers.get("X-Aptship-Status") == real, (who, uri)
         assert resp.data == b""
+        assert "X-Aptship-Location" not in resp.headers  # local storage: nginx reads the file
 
 
 UNSAFE = [
