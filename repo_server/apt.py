@@ -225,7 +225,7 @@ class FastIndexes:
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         try:
             served = self.try_serve(environ, start_response)
-        except (AptshipError, OSError, ValueError):
+        except (AptshipError, OSError, ValueError):  # UnicodeError is a ValueError
             served = None
         return served if served is not None else self.app(environ, start_response)
 
@@ -234,9 +234,11 @@ class FastIndexes:
     ) -> Iterable[bytes] | None:
         started = time.perf_counter()
         method = environ.get("REQUEST_METHOD")
-        path: str = environ.get("PATH_INFO", "")
-        if method not in ("GET", "HEAD") or not path.startswith("/dists/"):
+        raw: str = environ.get("PATH_INFO", "")
+        if method not in ("GET", "HEAD") or not raw.startswith("/dists/"):
             return None
+        # PEP 3333 strings carry bytes as latin-1; Flask routes on their UTF-8 decoding
+        path = raw.encode("latin-1").decode("utf-8")
         for name in _SLOW_HEADERS:
             if name in environ:
                 return None

@@ -100,6 +100,8 @@ def test_everything_else_goes_to_the_route(
         ("/dists/dev/NoSuchFile", read, 404),
         ("/dists/dev/main", read, 404),
         ("/dists/dev/%2e%2e/prod/InRelease", read, 400),
+        ("/dists/dev/%C3%A9", read, 404),
+        ("/dists/dev/%FF", read, 404),
         ("/dists/dev/InRelease", {**read, "Range": "bytes=0-3"}, 206),
         (
             "/dists/dev/InRelease",
@@ -133,3 +135,15 @@ def test_fast_answers_are_counted(
     )
     assert f'aptship_bytes_served_total{{endpoint="apt.dists"}} {4.0 * size}' in text
     assert 'aptship_http_request_duration_seconds_count{endpoint="apt.dists"} 5.0' in text
+
+
+def test_non_ascii_names_are_decoded_as_flask_does(
+    client: FlaskClient, env: ServerEnv, indexes: list[str], route_calls: list[str]
+) -> None:
+    path = env.config_path.parent / "repo" / "dists" / "dev" / "é"
+    path.write_bytes(b"utf-8 name")
+    h = env.headers("read", "basic")
+    fast = client.get("/dists/dev/%C3%A9", headers=h)
+    assert fast.status_code == 200 and fast.data == b"utf-8 name" and route_calls == []
+    slow = client.get("/dists/dev/%C3%A9", headers={**h, **NO_OP})
+    assert slow.status_code == 200 and slow.data == b"utf-8 name" and route_calls == ["é"]
