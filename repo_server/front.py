@@ -59,8 +59,9 @@ def original_key() -> str:
     if not path.startswith("/") or "#" in path:
         raise UsageError(f"unsafe request path {path[:200]!r}")
     try:
-        decoded = unquote_to_bytes(path).decode("utf-8")
-    except UnicodeDecodeError:
+        # header values reach WSGI as latin-1: the raw bytes nginx received, then decoded
+        decoded = unquote_to_bytes(path.encode("latin-1")).decode("utf-8")
+    except UnicodeError:
         raise UsageError("request path is not UTF-8 once percent-decoded") from None
     if "%" in decoded:
         # nginx decodes once, as this code does; a "%" left over would be a literal "%"

@@ -82,3 +82,13 @@ def test_unsafe_targets_are_refused(
 def test_missing_target_is_refused(client: FlaskClient, env: ServerEnv) -> None:  # noqa: F811
     resp = ask(client, env, "admin", None)
     assert resp.status_code == 403 and resp.headers["X-Aptship-Status"] == "400"
+
+
+def test_raw_utf8_targets_decode_as_nginx_serves_them(app: Any) -> None:  # noqa: F811
+    from repo_server.front import original_key
+
+    # nginx forwards the raw bytes; WSGI shows header bytes as latin-1 characters
+    raw = "/dists/dev/é".encode().decode("latin-1")
+    for uri, key in ((raw, "dists/dev/é"), ("/dists/dev/%C3%A9", "dists/dev/é")):
+        with app.test_request_context("/_front/auth", headers={"X-Original-URI": uri}):
+            assert original_key() == key
