@@ -47,6 +47,9 @@ from benchmarks.drivers import (
 
 DEFAULT_SIZES = (1000, 10000, 50000)
 SMOKE_SIZE = 200
+FLEET_HOSTS = 2000
+SMOKE_HOSTS = 60
+FLEET_ENTRIES = 1000  # entries per channel of the fleet's repository
 BIG_FILE = 50 * 1024 * 1024
 APTSHIP_CONFIGS = (
     ("aptship", None),  # default index formats: plain, gz, xz
@@ -85,6 +88,38 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--skip-server", action="store_true", help="do not benchmark aptship serve")
     p.add_argument("--skip-s3", action="store_true", help="do not count S3 requests")
     p.add_argument(
+        "--skip-fleet",
+        action="store_true",
+        help="do not run the scale-out section (also skipped by --skip-server)",
+    )
+    p.add_argument(
+        "--fleet-only",
+        action="store_true",
+        help="run only the scale-out section (front, replicas, fleet) and write it into "
+        "--out in place of the previous one",
+    )
+    p.add_argument(
+        "--hosts",
+        type=int,
+        default=None,
+        help=f"simulated hosts in the fleet (default {FLEET_HOSTS:,}; --smoke: {SMOKE_HOSTS})",
+    )
+    p.add_argument(
+        "--fleet-rounds", type=int, default=None, help="update rounds with publishing (default 3)"
+    )
+    p.add_argument(
+        "--fleet-concurrency",
+        type=int,
+        default=32,
+        help="client threads (one keep-alive connection each; default 32)",
+    )
+    p.add_argument(
+        "--fleet-targets",
+        default="serve,replicas,front",
+        help="comma-separated: serve (one aptship serve), replicas (two behind nginx), "
+        "front (conf/nginx/aptship.conf)",
+    )
+    p.add_argument(
         "--out",
         type=Path,
         default=None,
@@ -109,6 +144,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"sizes must be positive multiples of {debgen.VERSIONS_PER_PACKAGE}")
     if args.runs < 1:
         p.error("--runs must be at least 1")
+    if args.hosts is None:
+        args.hosts = SMOKE_HOSTS if args.smoke else FLEET_HOSTS
+    if args.fleet_rounds is None:
+        args.fleet_rounds = 1 if args.smoke else 3
+    args.fleet_targets = [t for t in str(args.fleet_targets).split(",") if t.strip()]
+    if args.hosts < 1 or args.fleet_rounds < 1 or not 1 <= args.fleet_concurrency <= 256:
+        p.error("--hosts and --fleet-rounds must be positive, --fleet-concurrency 1..256")
+    if any(t not in ("serve", "replicas", "front") for t in args.fleet_targets):
+        p.error("--fleet-targets takes serve, replicas and/or front")
     if args.out is None:
         args.out = args.work / "SMOKE.md" if args.smoke else REPO_ROOT / "benchmarks" / "RESULTS.md"
     return args
@@ -129,6 +173,7 @@ class Bench:
         self.s3: dict[int, dict[str, list[Any]]] = {}
         self.server: dict[str, Any] = {}
         self.help_time: float | None = None
+        self.scaleout: Any = None
         self.kept: AptshipDriver | None = None  # the largest default-config aptship repo
         self.stack = contextlib.ExitStack()
         self.s3_endpoint: str | None = None
@@ -366,7 +411,63 @@ class Bench:
         self.help_time = (samples[4] + samples[5]) / 2
 
     # -- everything -----------------------------------------------------------------------
+    # -- scale-out: front, replicas, fleet -------------------------------------------------
+    def run_scaleout(self) -> None:
+        from benchmarks.scaleout import run_scaleout
+
+        a = self.args
+        self.scaleout = run_scaleout(
+            self.work,
+            self.gnupghome,
+            self.fpr,
+            hosts=a.hosts,
+            rounds=a.fleet_rounds,
+            concurrency=a.fleet_concurrency,
+            entries=SMOKE_SIZE if a.smoke else FLEET_ENTRIES,
+            targets=a.fleet_targets,
+            wrk_seconds=None if a.smoke else 5,
+            log=self.log,
+        )
+        for failure in self.scaleout.failures:
+            self.failures.append(failure)
+
+    def scaleout_lines(self) -> list[str]:
+        from benchmarks.scaleout import render_scaleout
+
+        if self.scaleout is None:
+            return []
+        cmd = ("python -m benchmarks " + " ".join(sys.argv[1:])).strip()
+        return render_scaleout(
+            self.scaleout, smoke=self.args.smoke, hosts=self.args.hosts, command=cmd
+        )
+
+    def main_scaleout(self) -> int:
+        """``--fleet-only``: the scale-out section, written in place of the previous one."""
+        try:
+            self.run_scaleout()
+        except Exception as exc:
+            self.fail("scale-out", exc)
+        stop_gpg_agent(self.gnupghome)
+        section = "\n".join(self.scaleout_lines())
+        out: Path = self.args.out
+        old = out.read_text() if out.exists() else "# aptship benchmark results\n\n"
+        start, end = "<!-- scaleout:start -->", "<!-- scaleout:end -->\n"
+        if start in old and end in old:
+            text = old[: old.index(start)] + section + old[old.index(end) + len(end) :]
+        else:
+            text = old.rstrip("\n") + "\n\n" + section
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        print(section)
+        self.log(f"wrote the scale-out section of {out}")
+        if self.failures:
+            self.log(f"{len(self.failures)} failure(s): " + "; ".join(self.failures))
+            return 1
+        return 0
+
     def main(self) -> int:
+        if self.args.fleet_only:
+            return self.main_scaleout()
         t0 = time.perf_counter()
         run([APTSHIP, "--help"], env=self.env)  # warm the bytecode cache
         run(
@@ -383,6 +484,11 @@ class Bench:
                     self.run_server()
                 except Exception as exc:
                     self.fail("server benchmark", exc)
+                if not self.args.skip_fleet:
+                    try:
+                        self.run_scaleout()
+                    except Exception as exc:
+                        self.fail("scale-out", exc)
             self.run_help()
         stop_gpg_agent(self.gnupghome)
         report = render_report(self, time.perf_counter() - t0)
@@ -488,6 +594,7 @@ def render_report(b: Bench, elapsed: float) -> str:
     ]
     lines += render_s3(b)
     lines += render_server(b)
+    lines += b.scaleout_lines()
     lines += [
         "## `aptship --help`",
         "",

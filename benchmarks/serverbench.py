@@ -198,7 +198,9 @@ def _status(url: str, header: str | None) -> int:
         return 0
 
 
-def server_command(config_path: Path, port: int, env: dict[str, str]) -> tuple[list[str], str]:
+def server_command(
+    config_path: Path, port: int, env: dict[str, str], workers: int | None = None
+) -> tuple[list[str], str]:
     """``aptship serve --bind``; while that command does not exist yet, gunicorn directly
     with the project's ``repo_server/gunicorn_conf.py`` and ``repo_server:create_app()``."""
     probe = subprocess.run(
@@ -206,6 +208,9 @@ def server_command(config_path: Path, port: int, env: dict[str, str]) -> tuple[l
     )
     if probe.returncode == 0:
         cmd = [APTSHIP, "--config", str(config_path), "serve", "--bind", f"127.0.0.1:{port}"]
+        if workers:
+            cmd += ["--workers", str(workers)]
+            return cmd, f"aptship serve --bind 127.0.0.1:PORT --workers {workers}"
         return cmd, "aptship serve --bind 127.0.0.1:PORT"
     gunicorn = str(Path(APTSHIP).parent / "gunicorn")
     conf = REPO_ROOT / "repo_server" / "gunicorn_conf.py"
@@ -221,13 +226,13 @@ def server_command(config_path: Path, port: int, env: dict[str, str]) -> tuple[l
 
 @contextlib.contextmanager
 def aptship_server(
-    config_path: Path, env: dict[str, str], logdir: Path
+    config_path: Path, env: dict[str, str], logdir: Path, workers: int | None = None
 ) -> Iterator[tuple[str, int, str]]:
     """The aptship server on 127.0.0.1; yields (base URL, pid of the master, how started)."""
     port = free_port()
     logdir.mkdir(parents=True, exist_ok=True)
     env = {**env, "APTSHIP_CONFIG": str(config_path)}
-    cmd, how = server_command(config_path, port, env)
+    cmd, how = server_command(config_path, port, env, workers)
     log = (logdir / "aptship-serve.log").open("wb")
     proc = subprocess.Popen(
         cmd,

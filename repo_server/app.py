@@ -35,7 +35,7 @@ def healthz() -> tuple[Response, int]:
 
 def create_app(config: Config | str | os.PathLike[str] | None = None) -> Flask:
     """Build the server for ``config`` (a Config, a path, or None for $APTSHIP_CONFIG)."""
-    from repo_server import api, apt, deadlines, fleet, hosts, metrics, ui
+    from repo_server import api, apt, deadlines, fleet, front, hosts, metrics, ui
     from repo_server.auth import PoolAccess, reset_actor
     from repo_server.webhooks import init_app as init_webhooks
     from repo_server.webhooks_page import webhooks_page  # noqa: F401 - /ui/webhooks, on ui.bp
@@ -64,5 +64,7 @@ def create_app(config: Config | str | os.PathLike[str] | None = None) -> Flask:
     app.register_blueprint(fleet.bp, url_prefix="/api/v1")  # host reports, fleet view
     app.register_blueprint(metrics.bp)
     app.register_blueprint(ui.bp)  # /ui/: the release dashboard
+    app.register_blueprint(front.bp)  # /_front/auth: the nginx front's access check
     app.teardown_request(reset_actor)
+    app.wsgi_app = apt.FastIndexes(app.wsgi_app, state)  # type: ignore[method-assign]
     return app

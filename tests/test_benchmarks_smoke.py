@@ -45,3 +45,37 @@ def test_benchmark_smoke(tmp_path: Path) -> None:
     if "--skip-peers" not in args:
         for peer in ("reprepro", "aptly"):
             assert f"- {peer}: bench: apt-get update OK" in report, report
+
+
+@pytest.mark.e2e
+def test_fleet_smoke(tmp_path: Path) -> None:
+    """``--fleet-only --smoke``: a small fleet against one server, two replicas behind
+    nginx and the nginx front, with publishing: no errors, no hash mismatch, no host
+    left on an older index (the command exits 1 otherwise)."""
+    if shutil.which("nginx") is None:
+        pytest.fail("nginx is required (Debian package nginx-light; run .ci/run)")
+    work, out = tmp_path / "work", tmp_path / "RESULTS.md"
+    out.write_text("# results\n\nkept\n")
+    args = [sys.executable, "-m", "benchmarks", "--fleet-only", "--smoke", "--hosts", "40"]
+    env = dict(os.environ)
+    env.pop("APTSHIP_CONFIG", None)
+    proc = subprocess.run(
+        [*args, "--work", str(work), "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-6000:]
+    report = out.read_text()
+    assert report.startswith("# results\n\nkept\n"), report  # the rest of the file is kept
+    assert "FAILED" not in report, report
+    rows = [ln for ln in report.splitlines() if ln.startswith("| (")]
+    assert len(rows) == 3, report
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[-3:] == ["0", "0", "0"], row  # errors, mismatched, stale
+        assert int(cells[1].replace(",", "")) > 40, row  # every host asked at least once
