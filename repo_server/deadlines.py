@@ -180,8 +180,22 @@ class BodyDeadline:
             return self.app(environ, start_response)  # no body: nothing to watch
         guarded = DeadlineInput(stream, sock, self.limits, None if chunked else expected)
         environ["wsgi.input"] = guarded
+
+        def announce_close(status: str, headers: list[tuple[str, str]], *exc: Any) -> Any:
+            # A body left unread ends the connection (see close_after_request).  Say so
+            # in the response (gunicorn's "Connection: close"), so that a client or a
+            # proxy that keeps upstream connections alive (nginx) never sends its next
+            # request on a connection that is about to be closed.
+            if not guarded.eof:
+                force_close = getattr(
+                    getattr(start_response, "__self__", None), "force_close", None
+                )
+                if callable(force_close):
+                    force_close()
+            return start_response(status, headers, *exc)
+
         try:
-            return self.app(environ, start_response)
+            return self.app(environ, announce_close)
         finally:
             guarded.close()
             if not guarded.eof:

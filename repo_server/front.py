@@ -90,9 +90,9 @@ def auth() -> Response:
         key = original_key()
         decide(key)
         headers = {}
-        presign = getattr(server_state().repo.serving, "presigned_url", None)
-        if presign is not None:  # S3: where nginx fetches the allowed object from
-            headers[LOCATION_HEADER] = presign(key, PRESIGN_SECONDS)
+        url = server_state().repo.serving.presigned_url(key, PRESIGN_SECONDS)
+        if url is not None:  # S3: where nginx fetches the allowed object from
+            headers[LOCATION_HEADER] = url
     except AptshipError as err:
         status = 401 if err.http_status == 401 else 403
         return Response(status=status, headers={STATUS_HEADER: str(err.http_status)})

@@ -29,7 +29,7 @@ def test_decisions(client: FlaskClient, env: ServerEnv, published: dict[str, Any
         (None, "/dists/dev/InRelease", 401, "401"),
         ("bad", pool, 401, "401"),
         ("read", "/dists/prod/InRelease", 403, "403"),
-        ("other", pool, 403, "403"),
+        ("other", pool, 403, "404"),  # unreadable channels' files: aptship's uniform 404
         ("admin", "/dists/nope/InRelease", 403, "404"),
         ("admin", "/pool/main/n/nope/nope_1_amd64.deb", 403, "404"),
         ("admin", "/aptship.toml", 403, "404"),
