@@ -79,7 +79,8 @@ class ChannelConfig:
 
 @dataclass(frozen=True)
 class ServerConfig:
-    tokens_file: Path | None = None
+    tokens_file: Path | None = None  # legacy: imported into storage once (docs/server.md)
+    token_cache_seconds: float = 5.0  # how long a process trusts a token lookup
     max_upload_bytes: int = 2 * 1024**3
     public_url: str | None = None
     secret_key_env: str | None = None
@@ -265,8 +266,12 @@ def _server(sec: _Section) -> ServerConfig:
     max_upload = sec.get("max_upload_bytes", int, ServerConfig.max_upload_bytes)
     if max_upload <= 0:
         raise sec.fail("max_upload_bytes", "must be positive")
+    cache = sec.get("token_cache_seconds", (int, float), ServerConfig.token_cache_seconds)
+    if isinstance(cache, bool) or not 0 <= cache <= 60:
+        raise sec.fail("token_cache_seconds", "must be a number of seconds from 0 to 60")
     cfg = ServerConfig(
         tokens_file=sec.path_value("tokens_file"),
+        token_cache_seconds=float(cache),
         max_upload_bytes=max_upload,
         public_url=sec.get("public_url", str, None),
         secret_key_env=sec.get("secret_key_env", str, None),

@@ -3,13 +3,15 @@
 All state lives on ``app.extensions["aptship"]`` (a :class:`ServerState`), never in
 module globals, so one process can hold several apps (the tests do) and a worker
 holds nothing that another instance on the same storage could disagree with, apart
-from caches keyed on state generations.  Blueprints are imported inside the
+from caches keyed on state generations and the token lookups, which live at most
+``server.token_cache_seconds`` (docs/server.md).  Blueprints are imported inside the
 factory, as in Flask's tutorial, because they reach the state through
 :func:`server_state`.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
     from repo_server.metrics import Metrics
 
 EXTENSION = "aptship"
+log = logging.getLogger("aptship.server")
 
 
 @dataclass
@@ -54,17 +57,41 @@ def healthz() -> tuple[Response, int]:
     return jsonify({"status": "ok"}), 200
 
 
+def import_tokens_file(cfg: Config, tokens: TokenStore) -> None:
+    """First start after an upgrade: import ``server.tokens_file`` into storage (once)."""
+    if cfg.server.tokens_file is None:
+        return
+    try:
+        imported = tokens.import_file(cfg.server.tokens_file)
+    except StorageError as err:  # start anyway (/healthz says 503)
+        log.error(
+            "cannot import server.tokens_file now (%s); run `aptship token migrate`",
+            err.message,
+            extra={"event": "tokens_import_failed"},
+        )
+        return
+    if imported:
+        log.warning(
+            "imported %d token(s) from server.tokens_file into storage; the file is no "
+            "longer read: remove it and the tokens_file key (docs/server.md)",
+            len(imported),
+            extra={"event": "tokens_imported", "names": imported},
+        )
+
+
 def create_app(config: Config | str | os.PathLike[str] | None = None) -> Flask:
     """Build the server for ``config`` (a Config, a path, or None for $APTSHIP_CONFIG)."""
-    from repo_server import api, apt, deadlines, fleet, hosts, metrics, ui
+    from repo_server import api, apt, deadlines, fleet, hosts, metrics, tokens_api, ui
     from repo_server.auth import PoolAccess, reset_actor
 
     cfg = config if isinstance(config, Config) else load_config(config)
     repo = Repository(cfg)
+    tokens = open_tokens(cfg, repo.storage)
+    import_tokens_file(cfg, tokens)
     state = ServerState(
         config=cfg,
         repo=repo,
-        tokens=open_tokens(cfg.server.tokens_file),
+        tokens=tokens,
         metrics=metrics.Metrics(),
         pools=PoolAccess(repo),
     )
@@ -80,6 +107,7 @@ def create_app(config: Config | str | os.PathLike[str] | None = None) -> Flask:
     app.register_blueprint(api.bp, url_prefix="/api/v1")
     app.register_blueprint(hosts.bp, url_prefix="/api/v1")
     app.register_blueprint(fleet.bp, url_prefix="/api/v1")  # host reports, fleet view
+    app.register_blueprint(tokens_api.bp, url_prefix="/api/v1")  # token administration
     app.register_blueprint(metrics.bp)
     app.register_blueprint(ui.bp)  # /ui/: the release dashboard
     app.teardown_request(reset_actor)
