@@ -81,7 +81,7 @@ def import_tokens_file(cfg: Config, tokens: TokenStore) -> None:
 
 def create_app(config: Config | str | os.PathLike[str] | None = None) -> Flask:
     """Build the server for ``config`` (a Config, a path, or None for $APTSHIP_CONFIG)."""
-    from repo_server import api, apt, deadlines, fleet, hosts, metrics, tokens_api, ui
+    from repo_server import api, apt, deadlines, fleet, hosts, metrics, oidc_api, tokens_api, ui
     from repo_server.auth import PoolAccess, reset_actor
 
     cfg = config if isinstance(config, Config) else load_config(config)
@@ -108,6 +108,7 @@ def create_app(config: Config | str | os.PathLike[str] | None = None) -> Flask:
     app.register_blueprint(hosts.bp, url_prefix="/api/v1")
     app.register_blueprint(fleet.bp, url_prefix="/api/v1")  # host reports, fleet view
     app.register_blueprint(tokens_api.bp, url_prefix="/api/v1")  # token administration
+    app.register_blueprint(oidc_api.bp, url_prefix="/api/v1")  # trusted publishing
     app.register_blueprint(metrics.bp)
     app.register_blueprint(ui.bp)  # /ui/: the release dashboard
     app.teardown_request(reset_actor)

@@ -24,6 +24,7 @@ from flask import g, request
 
 from publisher.audit import request_actor
 from publisher.errors import Forbidden, NotFound, PackageScope, Unauthorized
+from publisher.oidc import grant_actor
 from publisher.repo import Repository
 from publisher.tokens import Token
 from repo_server.app import server_state
@@ -32,8 +33,16 @@ log = logging.getLogger("aptship.server")
 
 
 def refuse(reason: str, error: Unauthorized | Forbidden) -> Unauthorized | Forbidden:
-    """Count and log a refusal (never the credentials) and return the error to raise."""
+    """Count and log a refusal (never the credentials) and return the error to raise.
+
+    A refused use of an exchanged (OIDC) token is also written to the audit log.
+    """
     server_state().metrics.auth_failures.labels(reason).inc()
+    token: Token | None = g.get("aptship_token")
+    if token is not None and token.grant is not None:
+        from repo_server.oidc_api import audit_refusal
+
+        audit_refusal(reason, error.message, grant=token.grant, path=request.path)
     log.warning(
         "access refused",
         extra={
@@ -76,7 +85,8 @@ def current_token() -> Token:
         raise refuse("invalid", Unauthorized("invalid or revoked token"))
     g.aptship_token = token
     g.aptship_secret = secret
-    g.aptship_actor = request_actor.set(f"token:{token.name}")
+    actor = grant_actor(token.grant) if token.grant is not None else f"token:{token.name}"
+    g.aptship_actor = request_actor.set(actor)
     return token
 
 
