@@ -99,7 +99,9 @@ def fetch_jwks(url: str, cfg: OidcConfig) -> dict[str, IssuerKey]:
         ) as resp:
             if resp.status_code != 200:
                 raise StorageError(f"JWKS {url} answered HTTP {resp.status_code}")
-            for chunk in resp.iter_content(16 * 1024):
+            # read1: whatever has arrived (at most one read timeout of waiting), so a
+            # server that drips bytes meets the deadline, not one timeout per chunk.
+            while chunk := resp.raw.read1(16 * 1024):
                 body += chunk
                 if len(body) > cfg.jwks_max_bytes:
                     raise StorageError(f"JWKS {url} is larger than oidc.jwks_max_bytes")

@@ -5,6 +5,7 @@ the audit log, and every bad input of the issue."""
 from __future__ import annotations
 
 import json
+import time
 import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -296,11 +297,16 @@ def test_hostile_jwks_endpoints_are_bounded() -> None:
 
     class Huge(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            self.send_response(200 if self.path == "/big" else 500)
+            self.send_response(200 if self.path in ("/big", "/slow") else 500)
             self.end_headers()
             if self.path == "/big":
                 for _ in range(64):  # 4 MiB of JSON-looking bytes, never fully read
                     self.wfile.write(b" " * 65536)
+            if self.path == "/slow":  # one byte at a time, each well within the timeout
+                for _ in range(30):
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                    time.sleep(0.1)
 
         def log_message(self, format: str, *args: object) -> None:
             pass
@@ -311,6 +317,8 @@ def test_hostile_jwks_endpoints_are_bounded() -> None:
             fetch_jwks(f"{url}/big", cfg)
         with pytest.raises(StorageError, match="HTTP 500"):
             fetch_jwks(f"{url}/err", cfg)
+        with pytest.raises(StorageError, match=r"took longer than oidc\.jwks_timeout"):
+            fetch_jwks(f"{url}/slow", OidcConfig(jwks_timeout=1))
     with pytest.raises(StorageError, match="cannot fetch JWKS"):
         fetch_jwks("http://127.0.0.1:9/jwks", cfg)
 
