@@ -171,6 +171,23 @@ def token_migrate(path: Path | None, as_json: bool) -> None:
     click.echo(f"imported {len(imported)} token(s) from {source}: {', '.join(imported) or '-'}")
 
 
+@token.command(name="prune")
+@json_option
+def token_prune(as_json: bool) -> None:
+    """Delete expired exchanged tokens and spent OIDC replay markers (run it daily)."""
+    if current().server:
+        raise UsageError("`aptship token prune` works on a local config only, not with --server")
+    from publisher.oidc import prune_jtis
+
+    store = token_store()
+    tokens = store.prune()
+    markers = prune_jtis(store.storage, current_config().oidc.leeway)
+    if as_json:
+        emit_json({"tokens": tokens, "jti_markers": markers})
+        return
+    click.echo(f"deleted {tokens} expired token(s) and {markers} spent jti marker(s)")
+
+
 @click.command()
 @click.option(
     "--bind", help="HOST:PORT to listen on (default: $APTSHIP_BIND, else 127.0.0.1:8080)."

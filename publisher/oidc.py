@@ -39,7 +39,14 @@ import jwt
 import requests
 
 from publisher.config import OidcConfig, TrustedPublisher
-from publisher.errors import OidcClaims, OidcRejected, OidcReplay, PreconditionFailed, StorageError
+from publisher.errors import (
+    NotFound,
+    OidcClaims,
+    OidcRejected,
+    OidcReplay,
+    PreconditionFailed,
+    StorageError,
+)
 from publisher.storage.base import Storage
 from publisher.tokens import TokenStore, utc_stamp
 
@@ -258,6 +265,22 @@ def claim_jti(storage: Storage, issuer: str, jti: str, expires: Any) -> None:
         )
     except PreconditionFailed:
         raise OidcReplay("this ID token was already exchanged (same jti)") from None
+
+
+def prune_jtis(storage: Storage, leeway: float, *, now: float | None = None) -> int:
+    """Delete the replay markers of ID tokens expired for more than ``leeway`` seconds
+    (such a token is refused as expired anyway); return how many."""
+    now = time.time() if now is None else now
+    removed = 0
+    for info in storage.list(JTI_PREFIX):
+        try:
+            expires = json.loads(storage.read_bytes(info.key)).get("exp")
+        except (NotFound, ValueError, AttributeError):
+            continue
+        if isinstance(expires, int | float) and now > expires + leeway:
+            storage.delete(info.key)
+            removed += 1
+    return removed
 
 
 def exchange(

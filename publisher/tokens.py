@@ -376,6 +376,25 @@ class TokenStore:
         self._forget(sha)
         return token
 
+    def prune(self, *, now: float | None = None) -> int:
+        """Delete expired (exchanged) tokens; return how many.  They no longer work, so
+        this only keeps storage and ``token list`` small."""
+        now = time.time() if now is None else now
+        removed = 0
+        for info in self.storage.list(DIGESTS_PREFIX):
+            sha = info.key.removeprefix(DIGESTS_PREFIX).removesuffix(".json")
+            if not _DIGEST_RE.match(sha):
+                continue
+            try:
+                token = self._read_record(sha)
+            except ConfigError:
+                continue  # corrupt: left for `token revoke NAME`
+            if token is not None and token.expired(now):
+                self.storage.delete(info.key)
+                self._forget(sha)
+                removed += 1
+        return removed
+
     # -- migration from server.tokens_file --------------------------------------------
     def import_file(self, path: Path) -> builtins.list[str]:
         """Import a tokens file's tokens, once each; return the names imported now.

@@ -145,6 +145,26 @@ def test_replayed_jti_is_refused_across_servers(
     assert [r["reason"] for r in audit(oidc_env, "oidc_refused")] == ["oidc_replay"]
 
 
+def test_token_prune_forgets_spent_jtis_only_after_the_id_token_expired(
+    client: FlaskClient, oidc_env: ServerEnv, issuer: Issuer
+) -> None:
+    from click.testing import CliRunner
+
+    from publisher.cli import cli
+    from publisher.oidc import JTI_PREFIX, prune_jtis
+
+    token = issuer.mint()
+    secret = exchange(client, token).get_json()["token"]
+    storage = oidc_env.repo().storage
+    prune = CliRunner().invoke(cli, ["--config", str(oidc_env.config_path), "token", "prune"])
+    assert prune.exit_code == 0 and "deleted 0 expired token(s) and 0 spent" in prune.output
+    assert len(list(storage.list(JTI_PREFIX))) == 1
+    assert exchange(client, token).status_code == 401  # still a replay
+    assert prune_jtis(storage, 60, now=10**10) == 1  # long after exp + leeway
+    assert tokens_of(oidc_env.config_path).prune(now=10**10) == 1
+    assert tokens_of(oidc_env.config_path).authenticate(secret) is None
+
+
 def test_key_rotation_at_the_issuer(client: FlaskClient, issuer: Issuer) -> None:
     assert exchange(client, issuer.mint("k1")).status_code == 201
     issuer.add_key("k2", "rsa")

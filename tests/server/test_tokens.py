@@ -143,6 +143,20 @@ def test_expired_tokens_are_refused_and_not_listed(tmp_path: Path) -> None:
     assert found is not None and found.grant == {"p": "y"}
 
 
+def test_prune_deletes_only_expired_tokens(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "repo")
+    store = TokenStore(storage)
+    static = store.create("ci", "read", ["dev"])
+    old, _ = store.issue("oidc:a", "publish", ["dev"], [], lifetime=-1, grant={})
+    live, _ = store.issue("oidc:b", "publish", ["dev"], [], lifetime=600, grant={})
+    assert store.prune() == 1
+    keys = set(stored(storage))
+    assert f"{DIGESTS_PREFIX}{digest(old)}.json" not in keys
+    assert {f"{DIGESTS_PREFIX}{digest(s)}.json" for s in (static, live)} <= keys
+    assert store.prune(now=10**10) == 1  # far in the future: the live one too, never "ci"
+    assert store.authenticate(static) is not None
+
+
 def test_bad_input_is_refused(tmp_path: Path) -> None:
     store = TokenStore(LocalStorage(tmp_path / "repo"))
     store.create("ci", "read", ["dev"])
