@@ -55,11 +55,10 @@ def remote_admin() -> RemoteRepository | None:
     return ops if isinstance(ops, RemoteRepository) else None
 
 
-def audit_token(action: str, token: Token) -> None:
+def audit_token(store: TokenStore, action: str, token: Token) -> None:
     """Local mode: write the token change to the audit log, as the server does."""
     from publisher.audit import record_event
 
-    store = token_store()
     record_event(
         store.storage, action=action, channel=ALL_CHANNELS, changes=[], token=token.to_json()
     )
@@ -102,7 +101,7 @@ def token_create(
         secret = store.create(name, role, channels, packages)
         created = store.get(name)
         if created is not None:
-            audit_token("token_create", created)
+            audit_token(store, "token_create", created)
     if as_json:
         emit_json(
             {
@@ -141,7 +140,8 @@ def token_revoke(name: str, as_json: bool) -> None:
     if api is not None:
         api.revoke_token(name)
     else:
-        audit_token("token_revoke", token_store().revoke(name))
+        store = token_store()
+        audit_token(store, "token_revoke", store.revoke(name))
     if as_json:
         emit_json({"revoked": name})
         return
