@@ -91,6 +91,8 @@ def test_two_replicas_on_one_bucket_behave_as_one(
     ).strip()
     assert requests.get(f"{two.url}/api/v1/channels", headers=bearer(reader), timeout=30).ok
     assert "host" in replicas.cli(two, "token", "list")
+    narrow = aptship("--server", two.url, "token", "list", env={"APTSHIP_TOKEN": ci})
+    assert narrow.returncode == 6 and "admin" in narrow.stderr  # tokens need an admin on '*'
 
     # A publish through replica 1 is served by replica 2.
     deb = debs("hello", "1.0-1")
