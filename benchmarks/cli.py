@@ -366,7 +366,7 @@ class Bench:
         pool_key = repo.publish(BENCH, [big])[0]["filename"]
         from publisher.tokens import open_tokens
 
-        secret = open_tokens(repo.config.server.tokens_file).create(
+        secret = open_tokens(repo.config, repo.storage).create(
             f"bench-{uuid.uuid4().hex[:8]}", "read", [BENCH]
         )
         paths = {

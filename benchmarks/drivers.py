@@ -129,7 +129,7 @@ class AptshipDriver(Driver):
             "repository": repository,
             "storage": storage or {"type": "local", "path": str(self.root / "repo")},
             "signing": {"gnupghome": str(self.gnupghome), "keys": [self.fpr]},
-            "server": {"tokens_file": str(self.root / "tokens.json")},
+            "server": {},
             "channels": {
                 BENCH: {"description": "benchmark channel", "architectures": ["amd64"]},
                 STAGE: {"architectures": ["amd64"], "promote_from": [BENCH]},

@@ -31,7 +31,7 @@ from publisher.config import load_config
 from publisher.pins import set_pin
 from publisher.repo import Repository
 from publisher.state import ChannelState, Entry
-from publisher.tokens import TokenStore
+from publisher.tokens import open_tokens
 from repo_server import create_app
 from repo_server.ui import UI_EXTENSION
 
@@ -49,7 +49,6 @@ path = "repo"
 keys = ["0000000000000000000000000000000000000000"]
 
 [server]
-tokens_file = "tokens.json"
 secret_key_env = "APTSHIP_UI_BENCH_SECRET"
 
 [channels.dev]
@@ -81,8 +80,8 @@ def entry(package: str, version: str) -> Entry:
 
 def build(root: Path, packages: int) -> tuple[Path, str]:
     (root / "aptship.toml").write_text(CONFIG)
-    secret = TokenStore(root / "tokens.json").create("bench", "promote", ["*"])
     repo = Repository(load_config(root / "aptship.toml"))
+    secret = open_tokens(repo.config, repo.storage).create("bench", "promote", ["*"])
     names = [f"svc-{i:04d}" for i in range(packages)]
     for channel, versions in LAYOUT.items():
 

@@ -16,6 +16,7 @@ import click
 
 from publisher.cli_common import (
     Context,
+    Operations,
     channel_option,
     emit_json,
     json_option,
@@ -83,14 +84,27 @@ def init(directory: Path, as_json: bool) -> None:
 @cli.command()
 @channel_option("Channel (apt suite) to publish into.")
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--oidc",
+    is_flag=True,
+    help="With --server: exchange this CI job's OIDC ID token (GitHub Actions, or "
+    "$APTSHIP_ID_TOKEN) for a short-lived token; no stored secret (docs/ci.md).",
+)
 @json_option
 @pass_ctx
-def publish(ctx: Context, channel: str, files: tuple[Path, ...], as_json: bool) -> None:
+def publish(ctx: Context, channel: str, files: tuple[Path, ...], oidc: bool, as_json: bool) -> None:
     """Validate FILES (.deb), store them in the pool and add them to the channel.
 
     Nothing is written if one file is invalid; the same bytes again are a no-op.
     """
-    repo = ctx.ops
+    if oidc:
+        if not ctx.server:
+            raise UsageError("--oidc works with --server URL (the server exchanges the token)")
+        from publisher.oidc_client import oidc_repository
+
+        repo: Operations = oidc_repository(ctx.server)
+    else:
+        repo = ctx.ops
     show_bar = not as_json and sys.stderr.isatty() and len(files) > 1
     if show_bar:
         with click.progressbar(length=len(files), label="publishing", file=sys.stderr) as bar:

@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING
 import click
 
 from publisher.cli_common import channel_option, current, emit_json, json_option
-from publisher.errors import ConfigError
-from publisher.tokens import ALL_CHANNELS, ROLES, TokenStore, open_tokens
+from publisher.errors import ConfigError, UsageError
+from publisher.tokens import ALL_CHANNELS, ROLES, Token, TokenStore, open_tokens
 
 if TYPE_CHECKING:
     from publisher.config import Config
+    from publisher.remote import RemoteRepository
 
 APP = "repo_server:create_app()"
 GUNICORN_CONF_NAME = "gunicorn_conf.py"
@@ -42,12 +43,31 @@ def current_config() -> Config:
 
 
 def token_store() -> TokenStore:
-    return open_tokens(current_config().server.tokens_file)
+    """The shared token store in the config's storage backend."""
+    return open_tokens(current_config())
+
+
+def remote_admin() -> RemoteRepository | None:
+    """With ``--server``: the server's API (admin token in $APTSHIP_TOKEN); else None."""
+    from publisher.remote import RemoteRepository
+
+    ops = current().ops if current().server else None
+    return ops if isinstance(ops, RemoteRepository) else None
+
+
+def audit_token(store: TokenStore, action: str, token: Token) -> None:
+    """Local mode: write the token change to the audit log, as the server does."""
+    from publisher.audit import record_event
+
+    record_event(
+        store.storage, action=action, channel=ALL_CHANNELS, changes=[], token=token.to_json()
+    )
 
 
 @click.group()
 def token() -> None:
-    """Create, list and revoke access tokens (stored as digests in server.tokens_file)."""
+    """Create, list and revoke access tokens (digests in the storage backend, shared by
+    every server; with --server, through the server's API and an admin token)."""
 
 
 @token.command(name="create")
@@ -68,18 +88,27 @@ def token_create(
     name: str, role: str, channels: tuple[str, ...], packages: tuple[str, ...], as_json: bool
 ) -> None:
     """Create a token and print its secret (only on stdout, only this once)."""
-    config = current_config()
-    for channel in channels:
-        if channel != ALL_CHANNELS:
-            config.channel(channel)
-    secret = open_tokens(config.server.tokens_file).create(name, role, channels, packages)
+    api = remote_admin()
+    if api is not None:
+        made = api.create_token(name, role, channels, packages)
+        secret = str(made["token"])
+    else:
+        config = current_config()
+        for channel in channels:
+            if channel != ALL_CHANNELS:
+                config.channel(channel)
+        store = token_store()
+        secret = store.create(name, role, channels, packages)
+        created = store.get(name)
+        if created is not None:
+            audit_token(store, "token_create", created)
     if as_json:
         emit_json(
             {
                 "name": name,
                 "role": role,
-                "channels": list(channels),
-                "packages": list(packages),
+                "channels": list(dict.fromkeys(channels)),
+                "packages": list(dict.fromkeys(packages)),
                 "token": secret,
             }
         )
@@ -91,7 +120,8 @@ def token_create(
 @json_option
 def token_list(as_json: bool) -> None:
     """List tokens (names, roles, channels; never secrets)."""
-    tokens = [t.to_json() for t in token_store().list()]
+    api = remote_admin()
+    tokens = api.list_tokens() if api is not None else [t.to_json() for t in token_store().list()]
     if as_json:
         emit_json(tokens)
         return
@@ -105,12 +135,57 @@ def token_list(as_json: bool) -> None:
 @click.argument("name")
 @json_option
 def token_revoke(name: str, as_json: bool) -> None:
-    """Delete the token NAME; running servers refuse it from their next request."""
-    token_store().revoke(name)
+    """Delete the token NAME; every server refuses it within server.token_cache_seconds."""
+    api = remote_admin()
+    if api is not None:
+        api.revoke_token(name)
+    else:
+        store = token_store()
+        audit_token(store, "token_revoke", store.revoke(name))
     if as_json:
         emit_json({"revoked": name})
         return
     click.echo(f"revoked token {name}")
+
+
+@token.command(name="migrate")
+@click.option(
+    "--file",
+    "path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Tokens file to import (default: server.tokens_file).",
+)
+@json_option
+def token_migrate(path: Path | None, as_json: bool) -> None:
+    """Import a tokens file (digests) into storage; safe to run again."""
+    if current().server:
+        raise UsageError("`aptship token migrate` works on a local config only, not with --server")
+    config = current_config()
+    source = path or config.server.tokens_file
+    if source is None:
+        raise UsageError("no tokens file: pass --file PATH or set server.tokens_file")
+    imported = token_store().import_file(source)
+    if as_json:
+        emit_json({"file": str(source), "imported": imported})
+        return
+    click.echo(f"imported {len(imported)} token(s) from {source}: {', '.join(imported) or '-'}")
+
+
+@token.command(name="prune")
+@json_option
+def token_prune(as_json: bool) -> None:
+    """Delete expired exchanged tokens and spent OIDC replay markers (run it daily)."""
+    if current().server:
+        raise UsageError("`aptship token prune` works on a local config only, not with --server")
+    from publisher.oidc import prune_jtis
+
+    store = token_store()
+    tokens = store.prune()
+    markers = prune_jtis(store.storage, current_config().oidc.leeway)
+    if as_json:
+        emit_json({"tokens": tokens, "jti_markers": markers})
+        return
+    click.echo(f"deleted {tokens} expired token(s) and {markers} spent jti marker(s)")
 
 
 @click.command()
@@ -132,7 +207,6 @@ def token_revoke(name: str, as_json: bool) -> None:
 def serve(bind: str | None, workers: int | None, gunicorn_config: Path | None) -> None:
     """Run the server (gunicorn, threaded workers) for this config."""
     config = current_config()
-    open_tokens(config.server.tokens_file)
     conf = (gunicorn_config or packaged_gunicorn_config()).absolute()
     if not conf.is_file():
         raise ConfigError(f"gunicorn config {conf} not found; pass --gunicorn-config PATH")

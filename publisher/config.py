@@ -80,7 +80,8 @@ class ChannelConfig:
 
 @dataclass(frozen=True)
 class ServerConfig:
-    tokens_file: Path | None = None
+    tokens_file: Path | None = None  # legacy: imported into storage once (docs/server.md)
+    token_cache_seconds: float = 5.0  # how long a process trusts a token lookup
     max_upload_bytes: int = 2 * 1024**3
     public_url: str | None = None
     secret_key_env: str | None = None
@@ -178,6 +179,35 @@ class WebhooksConfig:
 
 
 @dataclass(frozen=True)
+class TrustedPublisher:
+    """``[oidc.publishers.<name>]``: who may exchange an ID token, for what (docs/ci.md)."""
+
+    name: str
+    issuer: str
+    jwks_url: str
+    audience: str
+    claims: tuple[tuple[str, str], ...]  # required claim values, compared exactly
+    role: str
+    channels: tuple[str, ...]
+    packages: tuple[str, ...] = ()
+    token_lifetime: float = 900.0  # seconds an exchanged token lives
+
+
+@dataclass(frozen=True)
+class OidcConfig:
+    """``[oidc]``: trusted publishing (docs/ci.md, "Trusted publishing")."""
+
+    publishers: tuple[TrustedPublisher, ...] = ()
+    max_token_lifetime: float = 3600.0
+    leeway: float = 60.0  # seconds of clock skew allowed on exp, nbf and iat
+    jwks_cache_seconds: float = 300.0
+    jwks_refresh_seconds: float = 10.0  # at most one refetch per issuer in this time
+    jwks_max_bytes: int = 64 * 1024
+    jwks_timeout: float = 5.0
+    max_id_token_bytes: int = 16 * 1024
+
+
+@dataclass(frozen=True)
 class AptlyConfig:
     url: str
     username: str | None = None
@@ -215,6 +245,7 @@ class Config:
     fleet: FleetConfig = field(default_factory=FleetConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
+    oidc: OidcConfig = field(default_factory=OidcConfig)
     channels: dict[str, ChannelConfig] = field(default_factory=dict)
 
     def channel(self, name: str) -> ChannelConfig:
@@ -323,8 +354,12 @@ def _server(sec: _Section) -> ServerConfig:
     max_upload = sec.get("max_upload_bytes", int, ServerConfig.max_upload_bytes)
     if max_upload <= 0:
         raise sec.fail("max_upload_bytes", "must be positive")
+    cache = sec.get("token_cache_seconds", (int, float), ServerConfig.token_cache_seconds)
+    if isinstance(cache, bool) or not 0 <= cache <= 60:
+        raise sec.fail("token_cache_seconds", "must be a number of seconds from 0 to 60")
     cfg = ServerConfig(
         tokens_file=sec.path_value("tokens_file"),
+        token_cache_seconds=float(cache),
         max_upload_bytes=max_upload,
         public_url=sec.get("public_url", str, None),
         secret_key_env=sec.get("secret_key_env", str, None),
@@ -433,6 +468,100 @@ def _webhooks(sec: _Section) -> WebhooksConfig:
     }
     sec.finish()
     return WebhooksConfig(endpoints=endpoints, **values)
+
+
+_OIDC_ROLES = ("read", "publish", "promote")  # never admin: exchanged tokens stay narrow
+
+
+def _publisher(name: str, sec: _Section, max_lifetime: float) -> TrustedPublisher:
+    issuer = sec.get("issuer", str, "")
+    if not issuer.startswith(("https://", "http://")):
+        raise sec.fail("issuer", "is required: the issuer URL exactly as in the tokens' 'iss'")
+    jwks_url = sec.get("jwks_url", str, issuer.rstrip("/") + "/.well-known/jwks")
+    if not jwks_url.startswith(("https://", "http://")):
+        raise sec.fail("jwks_url", "must be an http(s) URL")
+    audience = sec.get("audience", str, "")
+    if not audience:
+        raise sec.fail("audience", "is required: the 'aud' the CI job requests")
+    raw_claims = sec.get("claims", dict, {})
+    if not all(isinstance(v, str) and v for v in raw_claims.values()):
+        raise sec.fail("claims", "must map claim names to non-empty strings")
+    if not raw_claims:
+        raise sec.fail("claims", "must name at least one claim (e.g. repository) to match")
+    role = sec.get("role", str, "publish")
+    if role not in _OIDC_ROLES:
+        raise sec.fail("role", f"must be one of {', '.join(_OIDC_ROLES)}")
+    channels = sec.strings("channels", ())
+    if not channels:
+        raise sec.fail("channels", "must name at least one channel")
+    lifetime = sec.get("token_lifetime", (int, float), 900)
+    if isinstance(lifetime, bool) or not 0 < lifetime <= max_lifetime:
+        raise sec.fail("token_lifetime", f"must be 1 to {max_lifetime:g} seconds")
+    from publisher.errors import UsageError
+    from publisher.tokens import check_grant
+
+    try:
+        check_grant(role, channels, sec.strings("packages", ()))
+    except UsageError as err:
+        raise sec.fail("packages", f"is invalid: {err.message}") from None
+    cfg = TrustedPublisher(
+        name=name,
+        issuer=issuer,
+        jwks_url=jwks_url,
+        audience=audience,
+        claims=tuple(sorted(raw_claims.items())),
+        role=role,
+        channels=channels,
+        packages=sec.strings("packages", ()),
+        token_lifetime=float(lifetime),
+    )
+    sec.finish()
+    return cfg
+
+
+def _oidc(sec: _Section, channels: dict[str, ChannelConfig]) -> OidcConfig:
+    def number(key: str, kind: type = float) -> Any:
+        default = getattr(OidcConfig, key)
+        value = sec.get(key, int if kind is int else (int, float), default)
+        if isinstance(value, bool) or value <= 0:
+            raise sec.fail(key, "must be positive")
+        return kind(value)
+
+    values = {
+        key: number(key, int if isinstance(getattr(OidcConfig, key), int) else float)
+        for key in (
+            "max_token_lifetime",
+            "leeway",
+            "jwks_cache_seconds",
+            "jwks_refresh_seconds",
+            "jwks_max_bytes",
+            "jwks_timeout",
+            "max_id_token_bytes",
+        )
+    }
+    if values["leeway"] > 300:
+        raise sec.fail("leeway", "must be at most 300 seconds")
+    raw = sec.get("publishers", dict, {})
+    publishers = tuple(
+        _publisher(
+            name, _Section(body, f"oidc.publishers.{name}", sec.path), values["max_token_lifetime"]
+        )
+        for name, body in raw.items()
+    )
+    jwks_by_issuer: dict[str, str] = {}
+    for pub in publishers:
+        for ch in pub.channels:
+            if ch != "*" and ch not in channels:
+                raise ConfigError(
+                    f"{sec.path}: oidc.publishers.{pub.name}.channels names unknown channel {ch!r}"
+                )
+        if jwks_by_issuer.setdefault(pub.issuer, pub.jwks_url) != pub.jwks_url:
+            raise ConfigError(
+                f"{sec.path}: oidc.publishers.{pub.name}.jwks_url differs from another "
+                f"publisher of issuer {pub.issuer}"
+            )
+    sec.finish()
+    return OidcConfig(publishers=publishers, **values)
 
 
 def _aptly(sec: _Section) -> AptlyConfig:
@@ -552,6 +681,7 @@ def parse_config(data: dict[str, Any], cfg_path: Path) -> Config:
                     f"channel {name!r}"
                 )
     top.used.add("channels")
+    oidc = _oidc(_Section(top.get("oidc", dict, {}), "oidc", cfg_path), channels)
     top.finish()
     return Config(
         path=cfg_path,
@@ -566,5 +696,6 @@ def parse_config(data: dict[str, Any], cfg_path: Path) -> Config:
         fleet=fleet,
         limits=limits,
         webhooks=webhooks,
+        oidc=oidc,
         channels=channels,
     )

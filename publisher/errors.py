@@ -151,6 +151,25 @@ class PackageScope(Forbidden):
     code = "package_scope"
 
 
+class OidcRejected(Unauthorized):
+    """An ID token that cannot be exchanged: forged, expired, not yet valid, for another
+    audience, from an unknown issuer or key, or signed with a refused algorithm."""
+
+    code = "oidc_rejected"
+
+
+class OidcReplay(OidcRejected):
+    """An ID token (its ``jti``) that was already exchanged."""
+
+    code = "oidc_replay"
+
+
+class OidcClaims(Forbidden):
+    """A valid ID token whose claims match no trusted publisher's required claims."""
+
+    code = "oidc_claims"
+
+
 class StorageError(AptshipError):
     """The storage backend failed (I/O error, S3 error, unreachable service)."""
 

@@ -241,3 +241,20 @@ class RemoteRepository:
         params = {"package": package} if package else None
         result: dict[str, Any] = self._json("GET", f"/channels/{_q(channel)}/hosts", params=params)
         return result
+
+    # -- token administration (an admin token on '*') --------------------------------
+    def create_token(
+        self, name: str, role: str, channels: Sequence[str], packages: Sequence[str] = ()
+    ) -> dict[str, Any]:
+        """Create a token on the server; the answer carries its secret (``"token"``)."""
+        body = {"name": name, "role": role, "channels": list(channels), "packages": list(packages)}
+        result: dict[str, Any] = self._json("POST", "/tokens", json=body)
+        return result
+
+    def list_tokens(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._json("GET", "/tokens")
+        return result
+
+    def revoke_token(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._json("DELETE", f"/tokens/{_q(name)}")
+        return result

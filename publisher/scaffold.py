@@ -26,7 +26,7 @@ gnupghome = "gnupg"      # development key without passphrase, made by `aptship 
 keys = ["{fingerprint}"]
 
 [server]
-tokens_file = "tokens.json"
+# Access tokens live in the repository's storage (`aptship token create`).
 secret_key_file = "session.key"  # signs dashboard sessions; mode 600, made by `aptship init`
 
 [channels.dev]

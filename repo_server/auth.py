@@ -24,6 +24,7 @@ from flask import g, request
 
 from publisher.audit import request_actor
 from publisher.errors import Forbidden, NotFound, PackageScope, Unauthorized
+from publisher.oidc import grant_actor
 from publisher.repo import Repository
 from publisher.tokens import Token
 from repo_server.state import server_state
@@ -31,9 +32,17 @@ from repo_server.state import server_state
 log = logging.getLogger("aptship.server")
 
 
-def _refuse(reason: str, error: Unauthorized | Forbidden) -> Unauthorized | Forbidden:
-    """Count and log a refusal (never the credentials) and return the error to raise."""
+def refuse(reason: str, error: Unauthorized | Forbidden) -> Unauthorized | Forbidden:
+    """Count and log a refusal (never the credentials) and return the error to raise.
+
+    A refused use of an exchanged (OIDC) token is also written to the audit log.
+    """
     server_state().metrics.auth_failures.labels(reason).inc()
+    token: Token | None = g.get("aptship_token")
+    if token is not None and token.grant is not None:
+        from repo_server.oidc_api import audit_refusal
+
+        audit_refusal(reason, error.message, grant=token.grant, path=request.path)
     log.warning(
         "access refused",
         extra={
@@ -64,7 +73,7 @@ def current_token() -> Token:
         return token
     secret = _presented_secret()
     if secret is None:
-        raise _refuse(
+        raise refuse(
             "missing",
             Unauthorized(
                 "authentication required: send an aptship token as the HTTP Basic "
@@ -73,10 +82,11 @@ def current_token() -> Token:
         )
     token = server_state().tokens.authenticate(secret)
     if token is None:
-        raise _refuse("invalid", Unauthorized("invalid or revoked token"))
+        raise refuse("invalid", Unauthorized("invalid or revoked token"))
     g.aptship_token = token
     g.aptship_secret = secret
-    g.aptship_actor = request_actor.set(f"token:{token.name}")
+    actor = grant_actor(token.grant) if token.grant is not None else f"token:{token.name}"
+    g.aptship_actor = request_actor.set(actor)
     return token
 
 
@@ -98,7 +108,7 @@ def require_role(role: str) -> Token:
     """A valid token with at least ``role`` (on any channel)."""
     token = current_token()
     if not token.has_role(role):
-        raise _refuse(
+        raise refuse(
             "role", Forbidden(f"token {token.name!r} has role {token.role!r}; this needs {role!r}")
         )
     return token
@@ -108,7 +118,7 @@ def require(role: str, channel: str) -> Token:
     """A valid token with at least ``role`` on ``channel``."""
     token = require_role(role)
     if not token.covers(channel):
-        raise _refuse(
+        raise refuse(
             "channel", Forbidden(f"token {token.name!r} is not allowed on channel {channel!r}")
         )
     return token
@@ -117,7 +127,7 @@ def require(role: str, channel: str) -> Token:
 def require_package(token: Token, package: str) -> None:
     """Refuse (403 ``package_scope``) a change to a package outside the token's patterns."""
     if not token.covers_package(package):
-        raise _refuse(
+        raise refuse(
             "package",
             PackageScope(
                 f"token {token.name!r} may only change packages matching "
@@ -141,7 +151,7 @@ def check_pool_access(key: str) -> None:
     referencing = server_state().pools.channels_for(key)
     if not any(token.covers(ch) for ch in referencing):
         if referencing:
-            _refuse("channel", Forbidden(""))  # counted and logged, answered as 404
+            refuse("channel", Forbidden(""))  # counted and logged, answered as 404
         raise NotFound(f"{key} is not published in any channel you can read")
 
 

@@ -19,9 +19,9 @@ the secret) in Flask's signed session cookie (HttpOnly, SameSite=Strict, path
 ``/ui``, Secure over HTTPS).  Every request looks the digest up in the token store
 again, so a revoked token signs its sessions out at once.  The cookie is signed with
 ``$<server.secret_key_env>``, else the contents of ``server.secret_key_file`` (which
-``aptship init`` writes, mode 600); without either each process makes a random
-secret (logged as a warning: sessions then die with the process and do not span
-gunicorn workers).
+``aptship init`` writes, mode 600), else the secret shared through storage
+(:mod:`publisher.session_secret`, made once by the first server), so a session made
+on one worker or replica is valid on every other.
 
 Every POST carries the session's CSRF token (compared with ``hmac.compare_digest``);
 a missing or wrong one is a 403.  The session is checked before the form is read:
@@ -60,7 +60,8 @@ from flask import (
     url_for,
 )
 from flask.blueprints import BlueprintSetupState
-from flask.sessions import SecureCookieSessionInterface
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
+from flask.wrappers import Request as FlaskRequest
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
@@ -71,10 +72,12 @@ from publisher.errors import (
     Forbidden,
     NotFound,
     PolicyViolation,
+    StorageError,
     UsageError,
 )
 from publisher.pins import rollback_pin
 from publisher.repo import Repository
+from publisher.session_secret import shared_session_secret
 from publisher.state import PackageState, PinEvent
 from publisher.tokens import Token
 from repo_server.auth import readable_channels, require, require_package
@@ -93,6 +96,7 @@ CSP = (
     "frame-ancestors 'none'; base-uri 'none'; script-src 'unsafe-inline'"  # confirm() only
 )
 log = logging.getLogger("aptship.server")
+_SECRET_LOCK = threading.Lock()
 
 
 # -- app setup ------------------------------------------------------------------------
@@ -127,6 +131,21 @@ class UiSessionInterface(SecureCookieSessionInterface):
         public = state.config.server.public_url or ""
         return request.is_secure or public.startswith("https://")
 
+    def open_session(self, app: Flask, request: FlaskRequest) -> SecureCookieSession | None:
+        """No cookie, no secret needed: apt and API requests never load it."""
+        if not request.cookies.get(self.get_cookie_name(app)):
+            return self.session_class()
+        return super().open_session(app, request)
+
+    def get_signing_serializer(self, app: Flask) -> Any:
+        """Flask's serializer, with the secret loaded on first use if storage was down
+        when the app started."""
+        if not app.secret_key:
+            with _SECRET_LOCK:
+                if not app.secret_key:
+                    app.secret_key = session_secret(app.extensions[EXTENSION])
+        return super().get_signing_serializer(app)
+
 
 @bp.record_once
 def _setup(setup: BlueprintSetupState) -> None:
@@ -135,15 +154,23 @@ def _setup(setup: BlueprintSetupState) -> None:
     init_app(setup.app)
 
 
-def session_secret(state: ServerState) -> str | None:
-    """``$<secret_key_env>``, else the contents of ``secret_key_file``, else None."""
+def session_secret(state: ServerState) -> str:
+    """``$<secret_key_env>``, else the contents of ``secret_key_file``, else the secret
+    shared through storage (created there once if missing)."""
     env_name = state.config.server.secret_key_env
     secret = os.environ.get(env_name) if env_name else None
     if secret:
         return secret
     path = state.config.server.secret_key_file
     if path is None:
-        return None
+        if env_name:
+            log.warning(
+                "$%s is empty or unset: the dashboard signs sessions with the secret "
+                "shared through storage",
+                env_name,
+                extra={"event": "ui_storage_secret"},
+            )
+        return shared_session_secret(state.repo.storage)
     try:
         text = path.read_text(encoding="utf-8").strip()
     except OSError as exc:
@@ -156,18 +183,13 @@ def session_secret(state: ServerState) -> str | None:
 def init_app(app: Flask) -> None:
     """Session secret and cookie settings (called once, when the blueprint is registered)."""
     state: ServerState = app.extensions[EXTENSION]
-    env_name = state.config.server.secret_key_env
-    secret = session_secret(state)
-    if secret:
-        app.secret_key = secret
-    else:
-        app.secret_key = secrets.token_bytes(32)
-        where = f"${env_name} is empty or unset" if env_name else "server.secret_key_env is unset"
-        log.warning(
-            "%s: the dashboard signs sessions with a random per-process secret, so "
-            "sign-ins do not survive a restart or span several workers",
-            where,
-            extra={"event": "ui_random_secret"},
+    try:
+        app.secret_key = session_secret(state)
+    except StorageError as err:  # start anyway (/healthz says 503); load it on first use
+        log.error(
+            "cannot load the dashboard session secret yet: %s",
+            err.message,
+            extra={"event": "ui_secret_unavailable"},
         )
     app.session_interface = UiSessionInterface()
     app.jinja_env.trim_blocks = app.jinja_env.lstrip_blocks = True  # smaller pages
@@ -187,15 +209,13 @@ def ui_state() -> UiState:
 
 # -- sessions, CSRF, gate -------------------------------------------------------------
 def session_token() -> Token | None:
-    """The signed-in token, looked up by digest on every request (revocation is immediate)."""
+    """The signed-in token, looked up by digest on every request (a revocation reaches
+    the session as it reaches the token, see docs/server.md)."""
     name, sha = session.get("token_name"), session.get("token_sha256")
     if not isinstance(name, str) or not isinstance(sha, str):
         return None
-    found = None
-    for token in server_state().tokens.tokens():
-        if hmac.compare_digest(token.sha256.encode(), sha.encode()) and token.name == name:
-            found = token
-    return found
+    token = server_state().tokens.lookup(sha)
+    return token if token is not None and token.name == name else None
 
 
 def me() -> Token:

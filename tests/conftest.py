@@ -14,6 +14,7 @@ from publisher.config import Config, parse_config
 from publisher.repo import Repository
 from publisher.signing import generate_dev_key
 from publisher.storage.base import Storage
+from publisher.tokens import TokenStore, open_tokens
 from tests.debs import build_deb
 
 pytest_plugins = ["tests.s3server"]
@@ -44,9 +45,16 @@ def config_dict(
         "repository": {"origin": "aptship-test", "label": "aptship-test"},
         "storage": storage,
         "signing": {"gnupghome": str(gnupghome), "keys": keys},
-        "server": {"tokens_file": "tokens.json"},
+        "server": {},
         "channels": channels if channels is not None else CHANNELS,
     }
+
+
+def tokens_of(config_path: Path) -> TokenStore:
+    """The token store of a written config (what `aptship token ...` uses)."""
+    from publisher.config import load_config
+
+    return open_tokens(load_config(config_path))
 
 
 RepoFactory = Callable[..., Repository]

@@ -11,11 +11,10 @@ import pytest
 from publisher.config import parse_config
 from publisher.errors import ImmutableConflict, PolicyViolation, StorageError
 from publisher.repo import Repository
-from publisher.tokens import TokenStore
 from publisher.verify import verify
 from tests.aptenv import set_up_host
 from tests.aptlyserver import AptlyServer, aptly_server  # noqa: F401 - fixture
-from tests.conftest import config_dict, snapshot
+from tests.conftest import config_dict, snapshot, tokens_of
 from tests.server.conftest import toml_dumps
 from tests.server.live import start_server
 
@@ -178,7 +177,7 @@ def test_apt_installs_from_aptly_through_repo_server(
     repo = Repository(parse_config(data, config))
     old, new = debs("app", "1.0-1"), debs("app", "2.0-1")
     repo.publish("dev", [old, new])
-    token = TokenStore(tmp_path / "tokens.json").create("host", "read", ["dev"])
+    token = tokens_of(config).create("host", "read", ["dev"])
     with start_server(config, tmp_path / "server") as server:
         apt = set_up_host(server.url, "dev", token, tmp_path / "apt")
         result = apt.update()

@@ -22,8 +22,7 @@ import requests
 
 from publisher.config import load_config
 from publisher.repo import Repository
-from publisher.tokens import TokenStore
-from tests.conftest import config_dict
+from tests.conftest import config_dict, tokens_of
 from tests.debs import build_deb
 from tests.server.conftest import app, env, make_env, toml_dumps  # noqa: F401 - fixtures
 from tests.server.live import LiveServer, start_server
@@ -147,7 +146,7 @@ def hostile(
     data["limits"] = dict(LIMITS)
     cfg = root / "aptship.toml"
     cfg.write_text(toml_dumps(data))
-    store = TokenStore(root / "tokens.json")
+    store = tokens_of(cfg)
     secrets = {
         name: store.create(name, role, channels, packages)
         for name, (role, channels, packages) in TOKENS.items()

@@ -1,7 +1,7 @@
 """Fixtures for the server tests: a config file, tokens of every role, the Flask app.
 
-``server_env`` writes a real ``aptship.toml`` (local storage by default) next to a
-tokens file and an upload directory, and creates one token per role.  ``client`` is
+``server_env`` writes a real ``aptship.toml`` (local storage by default) next to an
+upload directory, and creates one token per role in the repository's storage.  ``client`` is
 Flask's test client on ``create_app(path)``: the same factory gunicorn calls.
 """
 
@@ -19,9 +19,8 @@ from flask.testing import FlaskClient
 
 from publisher.config import load_config
 from publisher.repo import Repository
-from publisher.tokens import TokenStore
 from repo_server import create_app
-from tests.conftest import config_dict
+from tests.conftest import config_dict, tokens_of
 
 # name -> (role, channels).  "other" is an admin of a channel none of the tests use.
 TOKENS: dict[str, tuple[str, list[str]]] = {
@@ -36,8 +35,8 @@ TOKENS: dict[str, tuple[str, list[str]]] = {
 def toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
+    if isinstance(value, int | float):
+        return repr(value)
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, list):
@@ -98,7 +97,7 @@ def make_env(tmp_path: Path, gpg_key: tuple[Path, str]) -> EnvFactory:
         path = tmp_path / "aptship.toml"
         path.write_text(toml_dumps(data))
         if tokens and not secrets:  # a second call (other settings) keeps the same tokens
-            store = TokenStore(tmp_path / "tokens.json")
+            store = tokens_of(path)
             for name, (role, channels) in TOKENS.items():
                 secrets[name] = store.create(name, role, channels)
         return ServerEnv(path, upload_dir, dict(secrets))

@@ -11,9 +11,8 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from publisher.tokens import TokenStore
 from repo_server import create_app
-from tests.conftest import snapshot
+from tests.conftest import snapshot, tokens_of
 from tests.server.conftest import BufferedClient, EnvFactory, ServerEnv
 
 DebFactory = Callable[..., Path]
@@ -295,7 +294,7 @@ def test_channels_and_history_are_filtered(
     repo = env.repo()
     repo.publish("dev", [debs("alpha", "1.0")])
     repo.publish("prod", [debs("secret", "1.0")])
-    dev_only = TokenStore(env.config_path.parent / "tokens.json").create("d", "read", ["dev"])
+    dev_only = tokens_of(env.config_path).create("d", "read", ["dev"])
     h = {"Authorization": f"Bearer {dev_only}"}
     names = [c["name"] for c in client.get("/api/v1/channels", headers=h).json or []]
     assert names == ["dev"]
@@ -349,7 +348,8 @@ def test_public_metrics(make_env: EnvFactory) -> None:
 
 def test_healthz_reports_broken_storage(make_env: EnvFactory) -> None:
     env = make_env(
-        {"type": "s3", "bucket": "b", "endpoint_url": "http://127.0.0.1:9", "path_style": True}
+        {"type": "s3", "bucket": "b", "endpoint_url": "http://127.0.0.1:9", "path_style": True},
+        tokens=False,  # tokens live in that (unreachable) storage
     )
     resp = create_app(env.config_path).test_client().get("/healthz")
     assert resp.status_code == 503 and resp.json is not None

@@ -11,8 +11,8 @@ import pytest
 import requests
 from flask.testing import FlaskClient
 
-from publisher.tokens import TokenStore
 from repo_server import create_app
+from tests.conftest import tokens_of
 from tests.s3server import REGION
 from tests.server.conftest import BufferedClient, EnvFactory, ServerEnv
 
@@ -118,7 +118,7 @@ def test_pool_file_needs_a_readable_channel(
     client: FlaskClient, env: ServerEnv, debs: DebFactory
 ) -> None:
     repo = env.repo()
-    dev_only = TokenStore(env.config_path.parent / "tokens.json").create("dev", "read", ["dev"])
+    dev_only = tokens_of(env.config_path).create("dev", "read", ["dev"])
     h = {"Authorization": f"Bearer {dev_only}"}
     (in_dev,) = repo.publish("dev", [debs("alpha", "1.0")])
     beta = debs("beta", "1.0")  # built once: a rebuild a second later differs (tar mtimes)
@@ -165,7 +165,6 @@ def test_traversal_never_leaves_the_repository(
 ) -> None:
     secrets = [
         (tmp_path / "aptship.toml").read_bytes(),
-        (tmp_path / "tokens.json").read_bytes(),
         Path("/etc/passwd").read_bytes()[:64],
         *[p.read_bytes() for p in (tmp_path / "repo" / ".aptship").rglob("*.json")],
     ]
@@ -181,7 +180,7 @@ def test_symlinks_out_of_the_repository_are_not_followed(
 ) -> None:
     root = tmp_path / "repo"
     (root / "dists" / "dev" / "leak").symlink_to(tmp_path / "aptship.toml")
-    (root / "pool" / "main" / "leak.deb").symlink_to(tmp_path / "tokens.json")
+    (root / "pool" / "main" / "leak.deb").symlink_to(tmp_path / "aptship.toml")
     for path in ("/dists/dev/leak", "/pool/main/leak.deb"):
         resp = client.get(path, headers=env.headers("admin", "basic"))
         assert resp.status_code in (400, 404), (path, resp.status_code)

@@ -172,8 +172,8 @@ def test_auth_failures_are_counted(
 def test_revoked_token_is_refused_without_restart(
     client: FlaskClient, env: ServerEnv, published: dict[str, Any]
 ) -> None:
-    from publisher.tokens import TokenStore
-
     assert client.get("/dists/dev/InRelease", headers=env.headers("read")).status_code == 200
-    TokenStore(env.config_path.parent / "tokens.json").revoke("read")
+    # Revoked through this server: refused at once (other servers: within
+    # server.token_cache_seconds, see tests/server/test_tokens.py and test_replicas.py).
+    assert client.application.extensions["aptship"].tokens.revoke("read").name == "read"
     assert client.get("/dists/dev/InRelease", headers=env.headers("read")).status_code == 401

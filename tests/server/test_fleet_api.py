@@ -13,10 +13,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from publisher.errors import RateLimited, StorageError
-from publisher.tokens import TokenStore
 from repo_server import create_app
 from repo_server.fleet import FLEET_EXTENSION, RateLimiter
-from tests.conftest import snapshot
+from tests.conftest import snapshot, tokens_of
 from tests.server.conftest import BufferedClient, EnvFactory, ServerEnv
 from tests.test_fleet import HOSTILE
 
@@ -40,7 +39,7 @@ def make_client(env: ServerEnv) -> FlaskClient:
 
 
 def add_token(env: ServerEnv, name: str, role: str, channels: list[str]) -> str:
-    secret = TokenStore(env.config_path.parent / "tokens.json").create(name, role, channels)
+    secret = tokens_of(env.config_path).create(name, role, channels)
     env.secrets[name] = secret
     return secret
 

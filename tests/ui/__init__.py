@@ -21,8 +21,7 @@ from pathlib import Path
 
 from publisher.config import load_config
 from publisher.repo import Repository
-from publisher.tokens import TokenStore
-from tests.conftest import config_dict
+from tests.conftest import config_dict, tokens_of
 from tests.debs import build_deb
 from tests.server.conftest import toml_dumps
 
@@ -60,7 +59,7 @@ def build_release(root: Path, gpg_key: tuple[Path, str]) -> ReleaseEnv:
     (root / "uploads").mkdir()
     data["server"].update({"upload_dir": "uploads", "secret_key_env": SESSION_VAR})
     (root / "aptship.toml").write_text(toml_dumps(data))
-    store = TokenStore(root / "tokens.json")
+    store = tokens_of(root / "aptship.toml")
     secrets = {name: store.create(name, role, chans) for name, (role, chans) in UI_TOKENS.items()}
     env = ReleaseEnv(root, secrets)
     debs = root / "debs"

@@ -9,7 +9,7 @@ from flask.testing import FlaskClient
 
 from publisher.fleet_store import FleetStore
 from publisher.host_report import Report
-from publisher.tokens import TokenStore
+from tests.conftest import tokens_of
 from tests.ui import ReleaseEnv
 from tests.ui.test_ui_pages import app as app
 from tests.ui.test_ui_pages import client as client
@@ -84,7 +84,7 @@ def test_hosts_gauge(client: FlaskClient, release: ReleaseEnv) -> None:
     report_hosts(release)
     headers = {"Authorization": f"Bearer {release.secrets['reader']}"}
     assert client.get("/metrics", headers=headers).status_code == 403  # admin only
-    admin = TokenStore(release.root / "tokens.json").create("ops", "admin", ["*"])
+    admin = tokens_of(release.config_path).create("ops", "admin", ["*"])
     text = client.get("/metrics", headers={"Authorization": f"Bearer {admin}"}).text
     gauge = dict(re.findall(r"^(aptship_hosts\{[^}]*\}) (\S+)$", text, re.M))
     assert gauge == {

@@ -11,9 +11,10 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from publisher.tokens import TokenStore
+from publisher.session_secret import SESSION_SECRET_KEY
 from repo_server import create_app
 from repo_server.ui import UiSessionInterface
+from tests.conftest import tokens_of
 from tests.server.conftest import BufferedClient
 from tests.ui import SESSION_VAR, ReleaseEnv, build_release, csrf_of, matrix
 
@@ -160,7 +161,7 @@ def test_revoked_token_ends_the_session(
     signed_in: tuple[FlaskClient, str], release: ReleaseEnv
 ) -> None:
     client, _csrf = signed_in
-    TokenStore(release.root / "tokens.json").revoke("release")
+    assert client.application.extensions["aptship"].tokens.revoke("release").name == "release"
     got = client.get("/ui/")
     assert got.status_code == 303
     assert "revoked" in client.get(got.headers["Location"]).text
@@ -175,13 +176,30 @@ def test_session_cookie_is_no_api_credential(signed_in: tuple[FlaskClient, str])
         assert client.get(path, headers=headers).status_code == 401, path
 
 
-def test_random_secret_is_logged(
+def test_without_a_configured_secret_the_storage_one_is_shared(
     release: ReleaseEnv, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.delenv(SESSION_VAR, raising=False)
+    storage = release.repo().storage
+    assert not storage.exists(SESSION_SECRET_KEY)
     with caplog.at_level(logging.WARNING, logger="aptship"):
-        create_app(release.config_path)
-    assert any("random per-process secret" in r.getMessage() for r in caplog.records)
+        first, second = create_app(release.config_path), create_app(release.config_path)
+    assert any("shared through storage" in r.getMessage() for r in caplog.records)
+    stored = storage.read_bytes(SESSION_SECRET_KEY).decode().strip()
+    assert len(stored) >= 32 and first.secret_key == second.secret_key == stored
+    # A session made by one app (worker or replica) is valid on the other.
+    for app in (first, second):
+        app.testing = True
+        app.test_client_class = BufferedClient
+    one, other = first.test_client(), second.test_client()
+    sign_in(one, release.secrets["release"])
+    cookie = one.get_cookie("aptship_session", path="/ui")
+    assert cookie is not None
+    other.set_cookie("aptship_session", cookie.value, path="/ui")
+    assert other.get("/ui/").status_code == 200
+    # The configured secret keeps precedence over the stored one.
+    monkeypatch.setenv(SESSION_VAR, "x" * 40)
+    assert create_app(release.config_path).secret_key == "x" * 40
 
 
 def test_security_headers(signed_in: tuple[FlaskClient, str]) -> None:
@@ -407,7 +425,7 @@ def test_history_filters(signed_in: tuple[FlaskClient, str]) -> None:
 def test_a_package_scoped_token_acts_only_on_its_packages(
     client: FlaskClient, release: ReleaseEnv
 ) -> None:
-    secret = TokenStore(release.root / "tokens.json").create(
+    secret = tokens_of(release.config_path).create(
         "hello-only", "promote", ["*"], packages=["hel*"]
     )
     csrf = sign_in(client, secret)
