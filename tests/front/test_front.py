@@ -18,8 +18,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from publisher.tokens import TokenStore
 from tests.aptenv import AptEnv
+from tests.conftest import tokens_of
 from tests.front.conftest import Front
 from tests.server.conftest import TOKENS, ServerEnv
 from tests.server.test_apt_serving import TRAVERSALS
@@ -122,7 +122,7 @@ def test_apt_files_are_served_by_nginx(front: Front, published: dict[str, Any]) 
         assert status == 200 and headers["Server"].startswith("nginx"), headers
         assert data == (front.root / path.lstrip("/")).read_bytes()
     # gunicorn sees the access check once per (token, path), never the file request
-    fresh = TokenStore(front.env.config_path.parent / "tokens.json").create("n", "read", ["dev"])
+    fresh = tokens_of(front.env.config_path).create("n", "read", ["dev"])
     fh = {"Authorization": "Basic " + base64.b64encode(f"x:{fresh}".encode()).decode()}
     before = len(front.app.stdout.read_text().splitlines())
     for _ in range(3):
@@ -153,7 +153,7 @@ def test_apt_files_are_served_by_nginx(front: Front, published: dict[str, Any]) 
 
 def test_pool_scoping_per_channel(front: Front, debs: DebFactory) -> None:
     repo = front.env.repo()
-    store = TokenStore(front.env.config_path.parent / "tokens.json")
+    store = tokens_of(front.env.config_path)
     dev_only = store.create("dev-only", "read", ["dev"])
     h = {"Authorization": "Basic " + base64.b64encode(f"x:{dev_only}".encode()).decode()}
     (in_dev,) = repo.publish("dev", [debs("alpha", "1.0")])
@@ -214,12 +214,11 @@ def test_no_bypass_through_nginx_paths(
     prod_release = b"Suite: prod"
     secrets = [
         (tmp_path / "aptship.toml").read_bytes(),
-        (tmp_path / "tokens.json").read_bytes(),
         Path("/etc/passwd").read_bytes()[:64],
         *[p.read_bytes() for p in (root / ".aptship").rglob("*.json")],
     ]
     (root / "dists" / "dev" / "leak").symlink_to(tmp_path / "aptship.toml")
-    (root / "pool" / "main" / "leak.deb").symlink_to(tmp_path / "tokens.json")
+    (root / "pool" / "main" / "leak.deb").symlink_to("/etc/passwd")
     paths = [*FRONT_TRAVERSALS, "/dists/dev/leak", "/pool/main/leak.deb"]
     for who in ("read", "admin"):
         h = front.env.headers(who, "basic")

@@ -13,7 +13,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from publisher.tokens import TokenStore
+from tests.conftest import tokens_of
 from tests.server.conftest import ServerEnv
 
 DebFactory = Callable[..., Path]
@@ -116,7 +116,7 @@ def test_everything_else_goes_to_the_route(
             assert resp.headers["WWW-Authenticate"] == 'Basic realm="aptship"'
     # a revoked token is refused at once (the fast path reads the same token store)
     assert client.get("/dists/dev/InRelease", headers=read).status_code == 200
-    TokenStore(env.config_path.parent / "tokens.json").revoke("read")
+    tokens_of(env.config_path).revoke("read")
     assert client.get("/dists/dev/InRelease", headers=read).status_code == 401
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from flask.testing import FlaskClient
 
-from publisher.tokens import open_tokens
 from repo_server import create_app
+from tests.conftest import tokens_of
 from tests.server.conftest import EnvFactory
 from tests.server.live import aptship
 
@@ -31,7 +31,7 @@ def test_cli_and_api(make_env: EnvFactory, debs: DebFactory, tmp_path: Path) -> 
 
     # the API: a token scoped to svc-a may not bring svc-lib along
     client: FlaskClient = create_app(env.config_path).test_client()
-    tokens = open_tokens(repo.config.server.tokens_file)
+    tokens = tokens_of(env.config_path)
     scoped = tokens.create("svc-a-ci", "promote", ["staging"], ["svc-a"])
     body = {"package": "svc-a", "from": "dev", "with_deps": True}
     resp = client.post(
