@@ -13,6 +13,7 @@ from publisher.audit import current_actor, read_events
 from publisher.depcheck import unsatisfied
 from publisher.errors import DependencyUnsatisfied, ImmutableConflict, NotFound, PolicyViolation
 from publisher.pins import apply_retention, preferences, rollback_pin, set_pin
+from publisher.results import PromoteRow, RemoveRow, RollbackRow
 from publisher.state import ChannelState, Entry, PackageState
 from publisher.versions import newest
 
@@ -160,12 +161,12 @@ class LifecycleOps:
         dry_run: bool,
         with_deps: bool = False,
         authorize: Callable[[str], None] | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> list[PromoteRow]:
         self._check_promote_path(src, dst)
         target = self.config.channel(dst)
         actor = current_actor()
 
-        def change(state: ChannelState) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        def change(state: ChannelState) -> tuple[list[PromoteRow], list[dict[str, Any]]]:
             # The source is read in every attempt, after the target: what is committed is
             # what the source held just before this compare-and-swap, and the commit
             # guards the pool files it adds (publisher.sweep), so a promote never lands
@@ -176,7 +177,8 @@ class LifecycleOps:
             for package, _version, _entries in plan:
                 if authorize is not None:
                     authorize(package)
-            results, changes = [], []
+            results: list[PromoteRow] = []
+            changes: list[dict[str, Any]] = []
             for package, version, entries in plan:
                 ps = state.edit(package)
                 old_pin, added = ps.pin, False
@@ -233,15 +235,17 @@ class LifecycleOps:
         dry_run: bool = False,
         with_deps: bool = False,
         authorize: Callable[[str], None] | None = None,
-    ) -> dict[str, Any]:
+    ) -> PromoteRow:
         """One package; dependencies that ``with_deps`` brought along are listed in the
         result's ``dependencies``."""
         first, *deps = self._promote(src, dst, [(package, version)], dry_run, with_deps, authorize)
-        return {**first, "dependencies": deps} if deps else first
+        if deps:
+            first["dependencies"] = deps
+        return first
 
     def promote_all(
         self, src: str, dst: str, *, dry_run: bool = False, with_deps: bool = False
-    ) -> list[dict[str, Any]]:
+    ) -> list[PromoteRow]:
         self.config.channel(src)
         wanted = [(name, ps.pin) for name, ps in self.states.view(src).packages() if ps.pin]
         if not wanted:
@@ -249,27 +253,30 @@ class LifecycleOps:
         return self._promote(src, dst, wanted, dry_run, with_deps)
 
     # -- rollback / remove ----------------------------------------------------------
-    def rollback(self, package: str, channel: str, to: str | None = None) -> dict[str, Any]:
+    def rollback(self, package: str, channel: str, to: str | None = None) -> RollbackRow:
         self.config.channel(channel)
         actor = current_actor()
 
-        def change(state: ChannelState) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        def change(state: ChannelState) -> tuple[RollbackRow, list[dict[str, Any]]]:
             ps = state.require(package)
             old = ps.pin
             state.edit(package)
             new = rollback_pin(ps, package, to, actor)
-            result = {"package": package, "channel": channel, "old_pin": old, "new_pin": new}
+            result: RollbackRow = {
+                "package": package,
+                "channel": channel,
+                "old_pin": old,
+                "new_pin": new,
+            }
             return result, [{"package": package, "version": new, "old": old, "new": new}]
 
         return self.commit_change(channel, "rollback", actor, change)
 
-    def remove(
-        self, package: str, version: str, channel: str, *, force: bool = False
-    ) -> dict[str, Any]:
+    def remove(self, package: str, version: str, channel: str, *, force: bool = False) -> RemoveRow:
         self.config.channel(channel)
         actor = current_actor()
 
-        def change(state: ChannelState) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        def change(state: ChannelState) -> tuple[RemoveRow, list[dict[str, Any]]]:
             ps = state.require(package)
             gone = ps.find(version)
             if not gone:
@@ -284,7 +291,7 @@ class LifecycleOps:
             ps.pin_stack = [v for v in ps.pin_stack if v != version]
             if version == old:
                 set_pin(ps, newest(ps.versions()), "remove", actor)
-            result = {
+            result: RemoveRow = {
                 "package": package,
                 "version": version,
                 "channel": channel,

@@ -35,6 +35,7 @@ from publisher.errors import (
     Unauthorized,
     UsageError,
 )
+from publisher.results import EntryRow, PromoteRow, PublishRow, RemoveRow, RollbackRow
 
 API_PREFIX = "/api/v1"
 CONNECT_TIMEOUT = 10.0
@@ -120,7 +121,7 @@ class RemoteRepository:
         paths: Sequence[str | os.PathLike[str]],
         *,
         progress: Callable[[int], None] | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> list[PublishRow]:
         from publisher.debfile import inspect_deb
 
         if not paths:
@@ -128,7 +129,7 @@ class RemoteRepository:
         files = [Path(p) for p in paths]
         for path in files:
             inspect_deb(path)
-        results = []
+        results: list[PublishRow] = []
         for path in files:
             with path.open("rb") as fh:
                 results.append(
@@ -155,7 +156,7 @@ class RemoteRepository:
         *,
         dry_run: bool = False,
         with_deps: bool = False,
-    ) -> dict[str, Any]:
+    ) -> PromoteRow:
         body = {
             "package": package,
             "version": version,
@@ -163,33 +164,29 @@ class RemoteRepository:
             "dry_run": dry_run,
             "with_deps": with_deps,
         }
-        result: dict[str, Any] = self._json("POST", f"/channels/{_q(dst)}/promote", json=body)
+        result: PromoteRow = self._json("POST", f"/channels/{_q(dst)}/promote", json=body)
         return result
 
     def promote_all(
         self, src: str, dst: str, *, dry_run: bool = False, with_deps: bool = False
-    ) -> list[dict[str, Any]]:
+    ) -> list[PromoteRow]:
         body = {"all": True, "from": src, "dry_run": dry_run, "with_deps": with_deps}
-        result: list[dict[str, Any]] = self._json("POST", f"/channels/{_q(dst)}/promote", json=body)
+        result: list[PromoteRow] = self._json("POST", f"/channels/{_q(dst)}/promote", json=body)
         return result
 
-    def rollback(self, package: str, channel: str, to: str | None = None) -> dict[str, Any]:
+    def rollback(self, package: str, channel: str, to: str | None = None) -> RollbackRow:
         body = {"package": package, "to": to}
-        result: dict[str, Any] = self._json("POST", f"/channels/{_q(channel)}/rollback", json=body)
+        result: RollbackRow = self._json("POST", f"/channels/{_q(channel)}/rollback", json=body)
         return result
 
-    def remove(
-        self, package: str, version: str, channel: str, *, force: bool = False
-    ) -> dict[str, Any]:
+    def remove(self, package: str, version: str, channel: str, *, force: bool = False) -> RemoveRow:
         path = f"/channels/{_q(channel)}/packages/{_q(package)}/{_q(version)}"
-        result: dict[str, Any] = self._json(
-            "DELETE", path, params={"force": "1"} if force else None
-        )
+        result: RemoveRow = self._json("DELETE", path, params={"force": "1"} if force else None)
         return result
 
-    def list_entries(self, channel: str | None = None) -> list[dict[str, Any]]:
+    def list_entries(self, channel: str | None = None) -> list[EntryRow]:
         names = [channel] if channel else [c["name"] for c in self.channels()]
-        rows: list[dict[str, Any]] = []
+        rows: list[EntryRow] = []
         for name in names:
             rows += self._json("GET", f"/channels/{_q(name)}/packages")
         return rows

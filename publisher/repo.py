@@ -33,6 +33,7 @@ from publisher.errors import (
 )
 from publisher.lifecycle import LifecycleOps, retention_changes
 from publisher.pins import set_pin
+from publisher.results import EntryRow, PublishRow
 from publisher.signing import Signer
 from publisher.state import ChannelState, Entry, Head, PackageState, StateStore
 from publisher.storage import Storage, open_storage
@@ -51,7 +52,7 @@ class PublishResult:
     status: str  # "added" | "unchanged"
     pinned: bool
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> PublishRow:
         return {
             "package": self.entry.package,
             "version": self.entry.version,
@@ -65,7 +66,7 @@ class PublishResult:
         }
 
 
-def entry_json(entry: Entry, channel: str, pin: str | None) -> dict[str, Any]:
+def entry_json(entry: Entry, channel: str, pin: str | None) -> EntryRow:
     return {
         "package": entry.package,
         "version": entry.version,
@@ -262,7 +263,7 @@ class Repository(LifecycleOps):
         paths: Sequence[str | Path],
         *,
         progress: Progress | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> list[PublishRow]:
         """Publish .debs into ``channel``; one JSON-ready result per file."""
         chan = self.config.channel(channel)
         if not paths:
@@ -347,9 +348,9 @@ class Repository(LifecycleOps):
         self.dists.ensure_keyring()
 
     # -- queries --------------------------------------------------------------------
-    def list_entries(self, channel: str | None = None) -> list[dict[str, Any]]:
+    def list_entries(self, channel: str | None = None) -> list[EntryRow]:
         names = [channel] if channel else list(self.config.channels)
-        rows: list[dict[str, Any]] = []
+        rows: list[EntryRow] = []
         for name in names:
             self.config.channel(name)
             for _pkg, ps in self.states.view(name).packages():
