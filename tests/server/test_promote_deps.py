@@ -11,8 +11,8 @@ from flask.testing import FlaskClient
 
 from publisher.tokens import open_tokens
 from repo_server import create_app
+from tests.clirun import aptship
 from tests.server.conftest import EnvFactory
-from tests.server.live import aptship
 
 DebFactory = Callable[..., Path]
 

@@ -7,11 +7,11 @@ import stat
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from publisher.cli import cli
 from publisher.errors import ConfigError, NotFound, UsageError
 from publisher.tokens import TokenStore, digest, open_tokens
+from tests.clirun import invoke
 from tests.server.conftest import ServerEnv
 
 
@@ -84,7 +84,7 @@ def test_corrupt_file_and_missing_setting(tmp_path: Path) -> None:
 
 # -- CLI ------------------------------------------------------------------------------
 def run(env: ServerEnv, *args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(cli, ["--config", str(env.config_path), *args])
+    result = invoke(cli, "--config", env.config_path, *args)
     if result.exception and not isinstance(result.exception, SystemExit):
         raise result.exception
     return result.exit_code, result.stdout
@@ -123,6 +123,6 @@ def test_serve_checks_its_inputs_before_starting(env: ServerEnv, tmp_path: Path)
         run(env, "serve", "--gunicorn-config", missing)
     bare = tmp_path / "bare.toml"
     bare.write_text(env.config_path.read_text().replace('tokens_file = "tokens.json"\n', ""))
-    result = CliRunner().invoke(cli, ["--config", str(bare), "serve"])
+    result = invoke(cli, "--config", bare, "serve")
     assert isinstance(result.exception, ConfigError)
     assert "server.tokens_file is not set" in str(result.exception)
