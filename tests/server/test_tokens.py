@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import stat
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from publisher.errors import ConfigError, NotFound, UsageError
 from publisher.tokens import TokenStore, digest, open_tokens
 from tests.clirun import invoke
 from tests.server.conftest import ServerEnv
+from tests.tomlfile import write_toml
 
 
 def test_create_stores_only_a_digest_with_mode_0600(tmp_path: Path) -> None:
@@ -122,7 +124,9 @@ def test_serve_checks_its_inputs_before_starting(env: ServerEnv, tmp_path: Path)
     with pytest.raises(ConfigError, match=r"gunicorn config .* not found"):
         run(env, "serve", "--gunicorn-config", missing)
     bare = tmp_path / "bare.toml"
-    bare.write_text(env.config_path.read_text().replace('tokens_file = "tokens.json"\n', ""))
+    data = tomllib.loads(env.config_path.read_text())
+    del data["server"]["tokens_file"]
+    write_toml(bare, data)
     result = invoke(cli, "--config", bare, "serve")
     assert isinstance(result.exception, ConfigError)
     assert "server.tokens_file is not set" in str(result.exception)
