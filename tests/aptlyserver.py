@@ -9,17 +9,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import requests
 
-from tests.procs import stop
+from tests.procs import free_port, stop, wait_until_up
 
 START_TIMEOUT = 30.0
 
@@ -42,13 +39,6 @@ class AptlyServer:
         stop(self.proc)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def aptly_server(tmp_path: Path, gpg_key: tuple[Path, str]) -> Iterator[AptlyServer]:
     if shutil.which("aptly") is None:
@@ -69,7 +59,7 @@ def aptly_server(tmp_path: Path, gpg_key: tuple[Path, str]) -> Iterator[AptlySer
             }
         )
     )
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "aptly.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -79,19 +69,10 @@ def aptly_server(tmp_path: Path, gpg_key: tuple[Path, str]) -> Iterator[AptlySer
             env={**os.environ, "GNUPGHOME": str(home), "GIN_MODE": "release"},
         )
     server = AptlyServer(f"http://127.0.0.1:{port}", root, home, fpr, config, proc, log)
-    deadline = time.monotonic() + START_TIMEOUT
     try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"aptly exited: {log.read_text()}")
-            try:
-                if requests.get(f"{server.url}/api/version", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"aptly did not start: {log.read_text()}")
-            time.sleep(0.1)
+        wait_until_up(
+            f"{server.url}/api/version", proc, log.read_text, timeout=START_TIMEOUT, name="aptly"
+        )
         yield server
     finally:
         server.stop()

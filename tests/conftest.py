@@ -15,6 +15,7 @@ from publisher.repo import Repository
 from publisher.signing import generate_dev_key
 from publisher.storage.base import Storage
 from publisher.tokens import TokenStore, open_tokens
+from tests.clirun import Cli, run_main
 from tests.debs import build_deb
 
 pytest_plugins = ["tests.s3server"]
@@ -115,3 +116,12 @@ def tools() -> None:
     missing = [t for t in ("gpg", "gpgv", "dpkg-deb", "apt-get") if shutil.which(t) is None]
     if missing:
         pytest.fail(f"required system tools missing: {missing} (run .ci/run to install them)")
+
+
+@pytest.fixture
+def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Cli:
+    """A repository made by ``aptship init`` in tmp_path/srv, and a :class:`Cli` on it."""
+    made = run_main("init", str(tmp_path / "srv"))
+    assert made.code == 0, made.stderr
+    assert "wrote" in made.stdout
+    return Cli(capsys, tmp_path / "srv" / "aptship.toml")

@@ -11,12 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +22,7 @@ import pytest
 
 from publisher.config import StorageConfig
 from publisher.storage.s3 import S3Storage, make_client
-from tests.procs import stop
+from tests.procs import free_port, stop, wait_until_up
 
 ENDPOINT_ENV = "APTSHIP_TEST_S3_ENDPOINT"
 REGION = "us-east-1"
@@ -35,28 +31,6 @@ DUMMY_CREDENTIALS = {
     "AWS_SECRET_ACCESS_KEY": "testing",  # moto accepts any credentials
     "AWS_DEFAULT_REGION": REGION,
 }
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _wait_until_up(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"moto_server exited with {proc.returncode}: {log.read_text()}")
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except urllib.error.HTTPError:
-            return  # any HTTP answer means the server is up
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"moto_server did not answer on {url} within 30s: {log.read_text()}")
 
 
 @pytest.fixture(scope="session")
@@ -76,7 +50,7 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE"):
             mp.delenv(name, raising=False)
         binary = Path(sys.executable).parent / "moto_server"
-        port = _free_port()
+        port = free_port()
         log = tmp_path_factory.mktemp("moto") / "moto_server.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(
@@ -86,7 +60,10 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             )
         url = f"http://127.0.0.1:{port}"
         try:
-            _wait_until_up(url, proc, log)
+            # Any HTTP answer means the server is up.
+            wait_until_up(
+                url, proc, log.read_text, timeout=30, up=lambda _status: True, name="moto_server"
+            )
             yield url
         finally:
             stop(proc)

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from publisher.cli import main
 from publisher.repo import Repository
-from tests.conftest import snapshot
+from tests.clirun import run_main
+from tests.conftest import CHANNELS, snapshot
 from tests.debs import craft_deb
+from tests.tomlfile import write_toml
 
 GOOD_CONTROL = (
     "Package: {package}\nVersion: {version}\nArchitecture: {arch}\n"
@@ -23,32 +24,16 @@ def control(package: str = "app", version: str = "1.0", arch: str = "amd64") -> 
     return GOOD_CONTROL.format(package=package, version=version, arch=arch)
 
 
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-    out, err = capsys.readouterr()
-    code = exc.value.code
-    return (code if isinstance(code, int) else 1), out, err
-
-
 def write_config(repo: Repository, path: Path) -> Path:
-    from tests.conftest import CHANNELS
-
     signing = repo.config.signing
-    lines = [
-        "[storage]",
-        'type = "local"',
-        f'path = "{repo.config.storage.path}"',
-        "[signing]",
-        f'gnupghome = "{signing.gnupghome}"',
-        f"keys = {list(signing.keys)!r}".replace("'", '"'),
-    ]
-    for name, body in CHANNELS.items():
-        lines.append(f"[channels.{name}]")
-        for k, v in body.items():
-            lines.append(f"{k} = {v!r}".replace("'", '"'))
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_toml(
+        path,
+        {
+            "storage": {"type": "local", "path": str(repo.config.storage.path)},
+            "signing": {"gnupghome": str(signing.gnupghome), "keys": list(signing.keys)},
+            "channels": CHANNELS,
+        },
+    )
 
 
 CASES: list[tuple[str, int, str]] = [
@@ -122,7 +107,6 @@ def test_bad_publish_is_refused_and_changes_nothing(
     repo: Repository,
     debs: Callable[..., Path],
     tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
 ) -> None:
     repo.publish("dev", [debs("app", "1.0-1"), debs("other", "2.0")])
     cfg = write_config(repo, tmp_path / "aptship.toml")
@@ -130,9 +114,7 @@ def test_bad_publish_is_refused_and_changes_nothing(
     cases.mkdir()
     files, channel = make_case(case, cases, debs)
     before = snapshot(tmp_path / "repo")
-    code, out, err = run_cli(
-        ["--config", str(cfg), "publish", "--channel", channel, *files], capsys
-    )
+    code, out, err = run_main("--config", str(cfg), "publish", "--channel", channel, *files)
     assert code == exit_code, (out, err)
     assert err.startswith("error: "), err
     assert message in err, err
@@ -192,20 +174,16 @@ def test_repository_fields_in_control_are_not_trusted(repo: Repository, tmp_path
         ),
     ],
 )
-def test_bad_config_names_key_and_file(
-    text: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_bad_config_names_key_and_file(text: str, message: str, tmp_path: Path) -> None:
     cfg = tmp_path / "bad.toml"
     cfg.write_text(text)
-    code, _out, err = run_cli(["--config", str(cfg), "list"], capsys)
+    code, _out, err = run_main("--config", str(cfg), "list")
     assert code == 2
     assert message in err, err
     assert str(cfg) in err
 
 
-def test_missing_config_is_a_config_error(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    code, _out, err = run_cli(["--config", str(tmp_path / "none.toml"), "list"], capsys)
+def test_missing_config_is_a_config_error(tmp_path: Path) -> None:
+    code, _out, err = run_main("--config", str(tmp_path / "none.toml"), "list")
     assert code == 2
     assert "not found" in err

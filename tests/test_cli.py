@@ -8,38 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from publisher.cli import main
-
-
-class Cli:
-    def __init__(self, capsys: pytest.CaptureFixture[str], config: Path) -> None:
-        self.capsys = capsys
-        self.config = config
-
-    def __call__(self, *args: str, code: int = 0) -> str:
-        out, err = self.run(*args, code=code)
-        return out if code == 0 else err
-
-    def run(self, *args: str, code: int = 0) -> tuple[str, str]:
-        """(stdout, stderr) of ``aptship --config CFG ARGS``, which must exit ``code``."""
-        with pytest.raises(SystemExit) as exc:
-            main(["--config", str(self.config), *args])
-        out, err = self.capsys.readouterr()
-        assert exc.value.code == code, (args, out, err)
-        return out, err
-
-    def json(self, *args: str) -> object:
-        return json.loads(self(*args, "--json"))
-
-
-@pytest.fixture
-def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Cli:
-    with pytest.raises(SystemExit) as exc:
-        main(["init", str(tmp_path / "srv")])
-    assert exc.value.code == 0
-    out, _ = capsys.readouterr()
-    assert "wrote" in out
-    return Cli(capsys, tmp_path / "srv" / "aptship.toml")
+from tests.clirun import Cli
+from tests.conftest import cli as cli  # the fixture moved there; still importable here
 
 
 def test_init_refuses_to_overwrite(cli: Cli, tmp_path: Path) -> None:

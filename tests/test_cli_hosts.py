@@ -8,15 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from publisher.cli import Context, main
+from publisher.cli import Context
 from publisher.cli_hosts import parse_percent, wait_for_rollout
 from publisher.config import load_config
 from publisher.errors import RolloutTimeout, UsageError
 from publisher.fleet_store import FleetStore
 from publisher.host_report import Report
 from publisher.repo import Repository
-from tests.test_cli import Cli
-from tests.test_cli import cli as cli
+from tests.clirun import Cli
 
 DebFactory = Callable[..., Path]
 
@@ -68,10 +67,8 @@ def test_hosts_json_and_text(cli: Cli, prod: FleetStore) -> None:
 
 def run(cli: Cli, *args: str) -> tuple[int, str, str]:
     """(exit code, stdout, stderr) of one CLI run."""
-    with pytest.raises(SystemExit) as exc:
-        main(["--config", str(cli.config), *args])
-    out, err = cli.capsys.readouterr()
-    return int(exc.value.code or 0), out, err
+    result = cli.call(*args)
+    return result.code, result.stdout, result.stderr
 
 
 def test_promote_wait_times_out_with_exit_10_and_stays_committed(

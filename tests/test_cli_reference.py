@@ -9,9 +9,9 @@ from pathlib import Path
 
 import click
 import pytest
-from click.testing import CliRunner
 
 from publisher.cli import cli
+from tests.clirun import invoke
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
 OPTION_RE = re.compile(r"(?<![\w-])--[a-z][a-z-]*")
@@ -52,7 +52,7 @@ def synopses_of(path: tuple[str, ...]) -> list[str]:
 
 def help_options(path: tuple[str, ...]) -> set[str]:
     """The long options that ``aptship PATH --help`` lists (without --help)."""
-    result = CliRunner().invoke(cli, [*path, "--help"])
+    result = invoke(cli, *path, "--help")
     assert result.exit_code == 0, result.output
     assert result.output.startswith(f"Usage: {' '.join(('cli', *path))}")
     options_part = result.output.split("\nOptions:\n", 1)[1]
@@ -123,7 +123,7 @@ def test_global_options_are_documented() -> None:
 
 def test_publish_help_names_no_missing_argument() -> None:
     """``publish --help`` used to speak of a CHANNEL argument that does not exist."""
-    text = CliRunner().invoke(cli, ["publish", "--help"]).output
+    text = invoke(cli, "publish", "--help").output
     assert "CHANNEL" not in text
     assert "Usage: cli publish [OPTIONS] FILES..." in text
 

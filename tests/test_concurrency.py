@@ -13,137 +13,29 @@ and on the published record.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import lzma
 import multiprocessing
 import os
-import re
-import subprocess
-import sys
-import time
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from publisher.config import StorageConfig, load_config
-from publisher.repo import KEYRING_KEY, Repository
-from publisher.storage.base import Storage
-from publisher.storage.s3 import make_client
+from publisher.config import load_config
+from publisher.repo import Repository
 from publisher.verify import verify
-from tests.aptenv import AptEnv
+from tests.cliconfig import storage_table, write_config
+from tests.clirun import aptship, run_main
 from tests.debs import build_deb
-from tests.httpserve import serve_directory
-from tests.s3proxy import serve_storage
-from tests.s3server import REGION
+from tests.repo_http import apt_for, index_packages, serve_repo
 
 pytestmark = pytest.mark.e2e
 
-APTSHIP = str(Path(sys.executable).parent / "aptship")
 WORKERS = 8
+ACTOR = {"APTSHIP_ACTOR": "ci@test"}
 PER_WORKER = 10
-
-
-# -- helpers shared with test_crash_safety ------------------------------------------
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    return json.dumps(str(value))  # a TOML basic string
-
-
-def write_config(path: Path, storage: dict[str, Any], gpg_key: tuple[Path, str]) -> Path:
-    """A real aptship.toml, as CI would have it (credentials come from the environment)."""
-    home, fpr = gpg_key
-    tables: dict[str, dict[str, Any]] = {
-        "repository": {"origin": "aptship-test", "label": "aptship-test"},
-        "storage": storage,
-        "signing": {"gnupghome": str(home), "keys": [fpr]},
-        "channels.dev": {"description": "dev builds"},
-    }
-    lines = []
-    for name, table in tables.items():
-        lines.append(f"[{name}]")
-        lines += [f"{k} = {toml_value(v)}" for k, v in table.items()]
-        lines.append("")
-    path.write_text("\n".join(lines))
-    return path
-
-
-def storage_table(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> dict[str, Any]:
-    """The [storage] table of a fresh repository on ``backend`` ("local" or "s3")."""
-    if backend == "local":
-        return {"type": "local", "path": str(tmp_path / "repo")}
-    endpoint, bucket = request.getfixturevalue("s3_bucket")
-    # Registered after s3_bucket, so it runs before that fixture's one-by-one cleanup.
-    request.addfinalizer(lambda: empty_bucket(endpoint, bucket))
-    return {
-        "type": "s3",
-        "bucket": bucket,
-        "prefix": f"conc-{uuid.uuid4().hex[:8]}",
-        "region": REGION,
-        "endpoint_url": endpoint,
-        "path_style": True,
-    }
-
-
-def empty_bucket(endpoint: str, bucket: str) -> None:
-    """Delete every object, 1000 per request (publishing leaves ~10 objects per .deb)."""
-    cfg = StorageConfig(type="s3", region=REGION, endpoint_url=endpoint, path_style=True)
-    client = make_client(cfg)
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-        keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-        if keys:
-            client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
-
-
-def aptship(cfg: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, APTSHIP_ACTOR="ci@test")
-    return subprocess.run(
-        [APTSHIP, "--config", str(cfg), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        check=False,
-    )
-
-
-def index_packages(storage: Storage, channel: str = "dev", arch: str = "amd64") -> list[str]:
-    """``name version`` of every stanza in dists/<channel>/main/binary-<arch>/Packages.xz."""
-    data = lzma.decompress(storage.read_bytes(f"dists/{channel}/main/binary-{arch}/Packages.xz"))
-    text = data.decode()
-    names = re.findall(r"^Package: (\S+)$", text, re.M)
-    versions = re.findall(r"^Version: (\S+)$", text, re.M)
-    assert len(names) == len(versions)
-    return [f"{n} {v}" for n, v in zip(names, versions, strict=True)]
-
-
-@contextmanager
-def serve_repo(repo: Repository) -> Iterator[str]:
-    """Base URL of the repository over loopback HTTP: the directory, or the S3 proxy."""
-    root = repo.config.storage.path
-    if repo.config.storage.type == "local" and root is not None:
-        with serve_directory(root) as (url, _requests):
-            yield url
-    else:
-        with serve_storage(repo.storage) as url:
-            yield url
-
-
-def apt_for(repo: Repository, url: str, root: Path) -> AptEnv:
-    apt = AptEnv(root)
-    key = root / "archive-keyring.asc"
-    key.write_bytes(repo.storage.read_bytes(KEYRING_KEY))
-    apt.add_source(url, "dev", key)
-    return apt
 
 
 # -- the test -------------------------------------------------------------------------
@@ -154,29 +46,30 @@ def publish_each(
 
     Returns the worker's pid and (exit code, stdout, stderr) per invocation.
     """
-    from publisher.cli import main
-
     os.environ.update(env)
     results = []
     for f in files:
-        out, err = io.StringIO(), io.StringIO()
-        code: int | str | None = 0
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                main(["--config", cfg, "publish", "--channel", "dev", "--json", f])
-            except SystemExit as exc:
-                code = exc.code
-        results.append((code if isinstance(code, int) else 1, out.getvalue(), err.getvalue()))
+        result = run_main("publish", "--channel", "dev", "--json", f, config=cfg)
+        results.append((result.code, result.stdout, result.stderr))
     return os.getpid(), results
 
 
+_all_started: Any = None  # a multiprocessing Barrier, set in each worker by _keep
+
+
+def _keep(barrier: Any) -> None:
+    global _all_started
+    _all_started = barrier
+
+
 def warm_up(_: int) -> int:
-    """Import what a publish needs, and stay busy long enough to occupy one worker."""
+    """Import what a publish needs, then wait until every worker runs a warm-up at once
+    (so the 8 warm-ups are 8 processes, by a barrier rather than by sleeping)."""
     import importlib
 
     for module in ("boto3", "publisher.cli", "publisher.repo", "publisher.storage.s3"):
         importlib.import_module(module)
-    time.sleep(0.3)
+    _all_started.wait(timeout=120)
     return os.getpid()
 
 
@@ -184,7 +77,10 @@ def warm_up(_: int) -> int:
 def publishers() -> Iterator[ProcessPoolExecutor]:
     """8 worker processes ("spawn"), started once and shared by every round."""
     spawn = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=WORKERS, mp_context=spawn) as pool:
+    barrier = spawn.Barrier(WORKERS)
+    with ProcessPoolExecutor(
+        max_workers=WORKERS, mp_context=spawn, initializer=_keep, initargs=(barrier,)
+    ) as pool:
         assert len(set(pool.map(warm_up, range(WORKERS)))) == WORKERS
         yield pool
 
@@ -229,7 +125,7 @@ def test_concurrent_publishers_lose_nothing(
     assert {r["status"] for r in published} == {"added"}
 
     expected = sorted(f"conc-w{w}-p{i} 1.{i}-1" for w in range(WORKERS) for i in range(PER_WORKER))
-    listed = aptship(cfg, "list", "--channel", "dev", "--json")
+    listed = aptship("list", "--channel", "dev", "--json", config=cfg, env=ACTOR)
     assert listed.returncode == 0, listed.stderr
     rows = json.loads(listed.stdout)
     assert sorted(f"{r['package']} {r['version']}" for r in rows) == expected

@@ -11,12 +11,10 @@ leave a healthy repository in which every publish that completed is listed.
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import statistics
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -26,44 +24,19 @@ from publisher.config import load_config
 from publisher.repo import Repository
 from publisher.storage.base import Storage
 from publisher.verify import verify
-from tests.aptenv import AptEnv, AptResult
+from tests.cliconfig import storage_table, write_config
+from tests.clirun import aptship, aptship_popen
 from tests.debs import build_deb
-from tests.test_concurrency import (
-    APTSHIP,
-    apt_for,
-    aptship,
-    index_packages,
-    serve_repo,
-    storage_table,
-    write_config,
-)
+from tests.repo_http import AptLoop as AptLoop  # moved there; still importable from here
+from tests.repo_http import apt_for, index_packages, serve_repo
 
 pytestmark = pytest.mark.e2e
-
-
-class AptLoop(threading.Thread):
-    """`apt-get update` over and over until stopped; every result is kept."""
-
-    def __init__(self, apt: AptEnv) -> None:
-        super().__init__(daemon=True)
-        self.apt = apt
-        self.results: list[AptResult] = []
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            self.results.append(self.apt.update())
+ACTOR = {"APTSHIP_ACTOR": "ci@test"}
+UPLOAD_TIMEOUT = 120.0
 
 
 def start_publish(cfg: Path, deb: Path) -> subprocess.Popen[str]:
-    env = dict(os.environ, APTSHIP_ACTOR="ci@test")
-    return subprocess.Popen(
-        [APTSHIP, "--config", str(cfg), "publish", "--channel", "dev", str(deb)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    return aptship_popen("publish", "--channel", "dev", deb, config=cfg, env=ACTOR)
 
 
 def pool_key(deb: Path) -> str:
@@ -73,10 +46,15 @@ def pool_key(deb: Path) -> str:
 
 
 def wait_for_upload(proc: subprocess.Popen[str], storage: Storage, key: str) -> float:
-    """Seconds until ``key`` exists (the first write of a publish), or until exit."""
+    """Seconds until ``key`` exists (the first write of a publish), or until exit.
+
+    Polls (the upload is in another process: no event to wait on), bounded by
+    UPLOAD_TIMEOUT."""
     start = time.monotonic()
     while proc.poll() is None and not storage.exists(key):
-        time.sleep(0.005)
+        if time.monotonic() - start > UPLOAD_TIMEOUT:
+            raise TimeoutError(f"{key} not written within {UPLOAD_TIMEOUT}s")
+        time.sleep(0.005)  # polling interval, not a wait for an event
     return time.monotonic() - start
 
 
@@ -96,7 +74,9 @@ def test_sigkill_during_publish(
     out = tmp_path / "debs"
     debs = [build_deb(out, f"crash{i}", f"1.{i}-1") for i in range(runs)]
     repo = Repository(load_config(cfg))
-    first = aptship(cfg, "publish", "--channel", "dev", str(build_deb(out, "warm0", "1.0")))
+    first = aptship(
+        "publish", "--channel", "dev", build_deb(out, "warm0", "1.0"), config=cfg, env=ACTOR
+    )
     assert first.returncode == 0, first.stderr
     completed = ["warm0 1.0"]
     kills: dict[str, int] = {"killed": 0, "repaired": 0}
@@ -131,9 +111,9 @@ def test_sigkill_during_publish(
                 proc = start_publish(cfg, deb)
                 if i % 2:
                     wait_for_upload(proc, repo.storage, pool_key(deb))
-                    time.sleep(in_writes[i // 2])
+                    time.sleep(in_writes[i // 2])  # the random kill moment is the point
                 else:
-                    time.sleep(anywhere[i // 2])
+                    time.sleep(anywhere[i // 2])  # the random kill moment is the point
                 if proc.poll() is None:
                     proc.send_signal(signal.SIGKILL)
                 _out, err = proc.communicate(timeout=120)
@@ -153,7 +133,7 @@ def test_sigkill_during_publish(
                 # A killed publish is either fully listed (after repair) or not at all.
                 in_state = {f"{r['package']} {r['version']}" for r in repo.list_entries("dev")}
                 assert in_state == listed, seed
-            time.sleep(0.5)  # let apt see the final state at least once more
+            loop.wait_for_fresh_update()  # apt sees the final state at least once more
         finally:
             loop.stop.set()
             loop.join(timeout=120)

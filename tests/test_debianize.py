@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from debian.changelog import Changelog
 from debian.deb822 import Deb822
 
@@ -17,6 +16,7 @@ from publisher.cli_build import build as build_cmd
 from publisher.cli_build import debianize as debianize_cmd
 from publisher.debianize import build, debianize, python_dependency, read_project
 from publisher.errors import InvalidPackage, UsageError
+from tests.clirun import invoke
 
 COMPLETE = """\
 [build-system]
@@ -257,13 +257,12 @@ def test_python_dependency(spec: str | None, expected: str) -> None:
 
 
 def test_cli_debianize_text_and_json(project: Path) -> None:
-    runner = CliRunner()
-    result = runner.invoke(debianize_cmd, [str(project), "--hermetic"])
+    result = invoke(debianize_cmd, project, "--hermetic")
     assert result.exit_code == 0, result.output
     assert "package my-service 1.2.0~rc1-1 (from 1.2.0rc1; hermetic)" in result.output
     assert f"next: aptship build {project}" in result.output
 
-    result = runner.invoke(debianize_cmd, [str(project), "--force", "--json", "--revision", "4"])
+    result = invoke(debianize_cmd, project, "--force", "--json", "--revision", "4")
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert data["package"] == "my-service"
@@ -353,14 +352,14 @@ def test_failed_build_quotes_the_cause_from_a_long_log(tmp_path: Path) -> None:
 
 def test_build_prints_only_the_deb_path(tmp_path: Path) -> None:
     src = tiny_source(tmp_path / "tiny", "1:0.5-1")
-    result = CliRunner().invoke(build_cmd, [str(src)])
+    result = invoke(build_cmd, src)
     assert result.exit_code == 0, result.output
     deb = tmp_path / "tiny_0.5-1_all.deb"
     assert result.stdout == f"{deb}\n"
     assert "dpkg-buildpackage" in result.stderr
     assert deb.is_file()
 
-    result = CliRunner().invoke(build_cmd, [str(src), "--json"])
+    result = invoke(build_cmd, src, "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == {
         "deb": str(deb),

@@ -15,8 +15,8 @@ from publisher.verify import verify
 from tests.aptenv import set_up_host
 from tests.aptlyserver import AptlyServer, aptly_server  # noqa: F401 - fixture
 from tests.conftest import config_dict, snapshot, tokens_of
-from tests.server.conftest import toml_dumps
 from tests.server.live import start_server
+from tests.tomlfile import toml_dumps
 
 pytestmark = pytest.mark.e2e
 

@@ -40,9 +40,9 @@ from publisher.repo import Repository
 from publisher.storage.s3 import S3Storage, make_client
 from publisher.verify import verify
 from tests.aptenv import AptEnv
+from tests.repo_http import index_packages
 from tests.s3proxy import serve_storage
 from tests.s3server import REGION
-from tests.test_concurrency import index_packages
 
 pytestmark = pytest.mark.e2e
 

@@ -19,7 +19,6 @@ failed command is (killed ones may be either); apt-get update never failed.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import multiprocessing
@@ -44,9 +43,10 @@ from publisher.repo import KEYRING_KEY, Repository
 from publisher.sweep import IDLE, Sweep, read_sweep, write_sweep
 from publisher.verify import verify
 from tests.aptenv import AptEnv
+from tests.cliconfig import storage_table, write_config
+from tests.clirun import run_main
 from tests.debs import build_deb
-from tests.test_concurrency import serve_repo, storage_table, write_config
-from tests.test_crash_safety import AptLoop
+from tests.repo_http import AptLoop, serve_repo
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -55,18 +55,11 @@ PACKAGES = ("alpha", "beta", "gamma")
 VERSIONS = ("1.0-1", "1.1-1", "1.2-1", "2.0-1")
 CHANNELS = ("dev", "staging", "prod")
 DAY = 86400.0
-CHANNEL_TOML = """
-[channels.dev]
-keep = 3
-
-[channels.staging]
-promote_from = ["dev"]
-keep = 2
-
-[channels.prod]
-promote_from = ["staging"]
-keep = 2
-"""
+CHANNEL_TABLES = {
+    "dev": {"keep": 3},
+    "staging": {"promote_from": ["dev"], "keep": 2},
+    "prod": {"promote_from": ["staging"], "keep": 2},
+}
 
 
 @dataclass
@@ -180,21 +173,9 @@ class Soak:
 def run_cli(argv: list[str], env: dict[str, str], out: Path, err: Path) -> None:
     """In a process forked from a warm server: one `aptship` command, as the CLI runs it
     (same entry point, exit code and output), without interpreter and boto3 start-up."""
-    from publisher.cli import main
-
     os.environ.update(env)
-    code: int | str | None = 0
-    with (
-        out.open("w") as stdout,
-        err.open("w") as stderr,
-        contextlib.redirect_stdout(stdout),
-        contextlib.redirect_stderr(stderr),
-    ):
-        try:
-            main(argv)
-        except SystemExit as exc:
-            code = exc.code
-    status = code if isinstance(code, int) else 1
+    with out.open("w") as stdout, err.open("w") as stderr:
+        status = run_main(*argv, stdout=stdout, stderr=stderr).code
     out.with_suffix(".code").write_text(str(status))
     os._exit(status)
 
@@ -325,9 +306,7 @@ def test_soak(
 ) -> None:
     seed = random.randrange(1 << 32)  # noqa: S311 - test randomness, printed on failure
     storage = storage_table(backend, tmp_path, request)
-    cfg = write_config(tmp_path / "aptship.toml", storage, gpg_key)
-    cfg.write_text(cfg.read_text().replace('[channels.dev]\ndescription = "dev builds"\n', ""))
-    cfg.write_text(cfg.read_text() + CHANNEL_TOML)
+    cfg = write_config(tmp_path / "aptship.toml", storage, gpg_key, CHANNEL_TABLES)
     repo = Repository(load_config(cfg))
     prepare(repo, soak_debs, tmp_path / "repo" if backend == "local" else None)
 

@@ -32,7 +32,10 @@ from publisher.webhooks import (
     verify_signature,
 )
 from repo_server.webhooks import DeliveryWorker, send
+from tests.clirun import Cli
 from tests.conftest import config_dict
+from tests.procs import free_port
+from tests.tomlfile import write_toml
 from tests.webhook_receiver import WAIT, Receiver, receiver
 
 SECRET = b"s3cret-for-tests"
@@ -75,7 +78,7 @@ def drain(worker: DeliveryWorker, rounds: int = 50) -> None:
         worker.run_once()
         if not list(worker.storage.list(PENDING_PREFIX)):
             return
-        threading.Event().wait(0.06)
+        time.sleep(0.06)  # polling interval: a retry falls due after its backoff
     raise AssertionError("deliveries still pending")
 
 
@@ -272,13 +275,6 @@ def test_redeliver_refuses_bad_and_unknown_ids(tmp_path: Path) -> None:
         queue.redeliver("20261130T221000.123456Z-1a2b3c4d")
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 def test_unreachable_hanging_and_huge_receivers_are_bounded(
     tmp_path: Path, gpg_key: tuple[Path, str]
 ) -> None:
@@ -289,7 +285,7 @@ def test_unreachable_hanging_and_huge_receivers_are_bounded(
             tmp_path,
             gpg_key,
             {
-                "closed": {"url": f"http://127.0.0.1:{closed_port()}/"},
+                "closed": {"url": f"http://127.0.0.1:{free_port()}/"},
                 "hanging": {"url": hanging.url},
                 "huge": {"url": huge.url},
             },
@@ -367,7 +363,7 @@ def test_queue_and_delivery_on_s3(
             worker_b.run_once()
             if not list(repo.storage.list(PENDING_PREFIX)):
                 break
-            threading.Event().wait(0.06)
+            time.sleep(0.06)  # polling interval: a retry falls due after its backoff
         got = rcv.wait_for(2)
     assert all(d.signed for d in got) and len(got) == 2  # one failed attempt, one retry
     [row] = WebhookQueue(repo.storage).deliveries()
@@ -391,8 +387,6 @@ def test_cli_deliveries_and_redeliver(
     debs: Callable[..., Path],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from publisher.cli import main
-    from tests.server.conftest import toml_dumps
 
     secret = tmp_path / "hook.secret"
     secret.write_text("x")
@@ -401,14 +395,9 @@ def test_cli_deliveries_and_redeliver(
         "endpoints": {"ops": {"url": "http://127.0.0.1:9/", "secret_file": str(secret)}}
     }
     path = tmp_path / "aptship.toml"
-    path.write_text(toml_dumps(data))
+    write_toml(path, data)
 
-    def run(*args: str, code: int = 0) -> str:
-        with pytest.raises(SystemExit) as exc:
-            main(["--config", str(path), *args])
-        out, err = capsys.readouterr()
-        assert exc.value.code == code, (args, out, err)
-        return out if code == 0 else err
+    run = Cli(capsys, path)
 
     assert run("webhooks", "deliveries") == ""
     repo = enabled_repo(parse_config(data, path))
@@ -454,7 +443,7 @@ def trickle(conn: socket.socket) -> None:
     with contextlib.suppress(OSError):
         for byte in b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 10_000:
             conn.sendall(bytes([byte]))
-            time.sleep(0.2)
+            time.sleep(0.2)  # the trickle is the point: a slow receiver, not a wait
 
 
 def silent(conn: socket.socket) -> None:
@@ -491,7 +480,7 @@ def test_a_backlog_for_a_dead_receiver_does_not_starve_new_events(
             tmp_path,
             gpg_key,
             {
-                "dead": {"url": f"http://127.0.0.1:{closed_port()}/", "channels": ["dev"]},
+                "dead": {"url": f"http://127.0.0.1:{free_port()}/", "channels": ["dev"]},
                 "live": {"url": rcv.url, "channels": ["staging"]},
             },
             backoff_initial=3600,

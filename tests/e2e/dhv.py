@@ -6,47 +6,27 @@ CLI, in a subprocess) and returns the .deb.  Builds are cached per version for t
 session: the first call builds into its ``outdir``, later calls for the same version
 return that same file.  A build takes about 9 s on 2 cores.
 
-Other tests can use the ``hello_deb`` session fixture, ``hello_deb("1.0.0") -> Path``,
-after ``from tests.e2e.dhv import hello_deb``.
+The ``hello_deb`` session fixture, ``hello_deb("1.0.0") -> Path``, is registered for
+every test under ``tests/e2e/`` by ``tests/e2e/conftest.py``.
 """
 
 from __future__ import annotations
 
 import re
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from tests.clirun import aptship
+
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "hello-service"
 PACKAGE = "hello-service"
-# Runs `aptship ARGS...`, registering the build commands if publisher.cli does not (yet).
-_SHIM = (
-    "from publisher.cli import cli, main\n"
-    "from publisher.cli_build import build, debianize\n"
-    "for command in (debianize, build):\n"
-    "    cli.commands.setdefault(command.name or '', command)\n"
-    "main()\n"
-)
-
+BUILD_TIMEOUT = 900.0  # about 9 s alone; far more on a loaded 2-core machine
 _built: dict[str, Path] = {}
 build_seconds: dict[str, float] = {}
-
-
-def aptship(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the aptship CLI in a subprocess (stdout and stderr captured apart)."""
-    return subprocess.run(
-        [sys.executable, "-c", _SHIM, *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 def copy_hello(dest: Path, version: str) -> Path:
@@ -71,9 +51,9 @@ def build_hello(outdir: Path, version: str) -> Path:
     # dpkg-buildpackage writes next to the project: one parent directory per version.
     project = copy_hello(outdir / f"{PACKAGE}-{version}" / PACKAGE, version)
     started = time.monotonic()
-    result = aptship("debianize", "--hermetic", str(project))
+    result = aptship("debianize", "--hermetic", project)
     assert result.returncode == 0, result.stderr
-    result = aptship("build", str(project))
+    result = aptship("build", project, timeout=BUILD_TIMEOUT)
     assert result.returncode == 0, f"aptship build failed:\n{result.stderr[-6000:]}"
     build_seconds[version] = time.monotonic() - started
     lines = result.stdout.splitlines()

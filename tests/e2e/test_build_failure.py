@@ -3,12 +3,11 @@ quotes the backend's own message (pip hides it unless verbose), not just a statu
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.clirun import aptship
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -27,20 +26,10 @@ def test_build_error_shows_the_backend_cause(tmp_path: Path) -> None:
         (project / package).mkdir(parents=True)
         (project / package / "__init__.py").write_text("")
     (project / "pyproject.toml").write_text(PYPROJECT)
-    aptship = str(Path(sys.executable).parent / "aptship")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("APTSHIP_", "PIP_"))}
-    run = subprocess.run(
-        [aptship, "debianize", "--hermetic", str(project)], env=env, capture_output=True, text=True
-    )
+    clean = ("APTSHIP_", "PIP_")
+    run = aptship("debianize", "--hermetic", project, drop_env=clean)
     assert run.returncode == 0, run.stderr
-    run = subprocess.run(
-        [aptship, "build", str(project)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        stdin=subprocess.DEVNULL,
-    )
+    run = aptship("build", project, drop_env=clean, timeout=600)
     assert run.returncode == 3, run.stderr[-4000:]
     error = run.stderr[run.stderr.index("error: build failed") :]
     assert "dpkg-buildpackage exited with status 2" in error

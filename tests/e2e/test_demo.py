@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.clirun import aptship_ok
+
 pytestmark = [pytest.mark.e2e]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,16 +34,9 @@ def run_demo(target: Path) -> subprocess.CompletedProcess[str]:
 
 
 def state(target: Path) -> tuple[object, dict[str, str]]:
-    aptship = str(Path(sys.executable).parent / "aptship")
-    listed = subprocess.run(
-        [aptship, "--config", str(target / "aptship.toml"), "list", "--json"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    listed = aptship_ok("list", "--json", config=target / "aptship.toml")
     rows = [
-        {k: r[k] for k in ("channel", "version", "pinned", "sha256")}
-        for r in json.loads(listed.stdout)
+        {k: r[k] for k in ("channel", "version", "pinned", "sha256")} for r in json.loads(listed)
     ]
     debs = {
         p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (target / "build").glob("*.deb")

@@ -9,12 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e import dhv
 from tests.e2e.dhv import PACKAGE
 from tests.e2e.hostroot import host_root, run_in_root
 
 pytestmark = pytest.mark.e2e
-hello_deb = dhv.hello_deb  # the session fixture: hello_deb(version) -> .deb path
 Builder = Callable[[str], Path]
 
 

@@ -22,18 +22,16 @@ import pytest
 import requests
 
 from tests.aptenv import set_up_host
-from tests.e2e.dhv import hello_deb  # noqa: F401 - session fixture
+from tests.clirun import aptship_ok
 from tests.e2e.hostroot import host_root, run_in_root
-from tests.server.live import aptship, start_server
+from tests.server.live import start_server
 
 pytestmark = pytest.mark.e2e
 SERVICE = "hello-service"
 
 
 def cli(*args: str, **env: str) -> str:
-    result = aptship(*args, env=env)
-    assert result.returncode == 0, f"aptship {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
-    return result.stdout
+    return aptship_ok(*args, env=env)
 
 
 def in_root(root: Path, command: str) -> subprocess.CompletedProcess[str]:
@@ -70,7 +68,7 @@ def converge(root: Path) -> str:
 
 
 def test_service_goes_from_source_to_host_and_back(
-    hello_deb: Callable[[str], Path],  # noqa: F811 - fixture imported above
+    hello_deb: Callable[[str], Path],
     tmp_path: Path,
 ) -> None:
     debs = {v: hello_deb(v) for v in ("1.0.0", "1.1.0", "2.0.0rc1")}

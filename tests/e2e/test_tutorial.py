@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.clirun import aptship_ok
+
 TUTORIAL = Path(__file__).resolve().parents[2] / "docs" / "tutorial.md"
 MARK_RE = re.compile(r"^<!-- tutorial: (.*?) -->\n", re.M)
 BLOCK_RE = re.compile(r"```(\w+)\n(.*?)^```$", re.M | re.S)
@@ -107,14 +109,15 @@ def test_tutorial_runs_as_written(tmp_path: Path) -> None:
     assert "Pin: version 1.0.0-1" in result.stdout
     debs = sorted(p.name for p in work.glob("hello-service_*.deb"))
     assert [d.split("_")[1] for d in debs] == ["1.0.0-1", "1.1.0-1"]
-    pins = subprocess.run(
-        ["aptship", "--config", str(work / "srv" / "aptship.toml"), "pins", "-c", "prod", "--json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
+    pins = aptship_ok(
+        "pins",
+        "-c",
+        "prod",
+        "--json",
+        config=work / "srv" / "aptship.toml",
+        drop_env=("APTSHIP_", "PIP_"),
     )
-    assert json.loads(pins.stdout)["pins"] == {"hello-service": "1.0.0-1"}
+    assert json.loads(pins)["pins"] == {"hello-service": "1.0.0-1"}
     contents = subprocess.run(
         ["dpkg-deb", "--contents", str(work / debs[1])], capture_output=True, text=True, check=True
     ).stdout

@@ -12,8 +12,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from publisher.tokens import TokenStore
 from tests.aptenv import AptEnv
+from tests.conftest import tokens_of
 from tests.front.conftest import Front
 from tests.front.test_front import APT_PATHS, FRONT_TRAVERSALS, check_case, send
 
@@ -31,7 +31,7 @@ def test_access_matrix_on_s3(s3_front: Front, debs: DebFactory) -> None:
     for name in APT_PATHS:
         check_case(s3_front, published, name)
     # nginx fetched the bytes from the bucket: gunicorn saw only the access checks
-    fresh = TokenStore(s3_front.env.config_path.parent / "tokens.json").create("n", "read", ["dev"])
+    fresh = tokens_of(s3_front.env.config_path).create("n", "read", ["dev"])
     read = {"Authorization": "Basic " + base64.b64encode(f"x:{fresh}".encode()).decode()}
     before = len(s3_front.app.stdout.read_text().splitlines())
     status, headers, data = send(s3_front.url, "/" + pool, read)
@@ -52,7 +52,7 @@ def test_access_matrix_on_s3(s3_front: Front, debs: DebFactory) -> None:
 
 def test_pool_scoping_and_paths_on_s3(s3_front: Front, debs: DebFactory) -> None:
     repo = s3_front.env.repo()
-    store = TokenStore(s3_front.env.config_path.parent / "tokens.json")
+    store = tokens_of(s3_front.env.config_path)
     dev_only = store.create("dev-only", "read", ["dev"])
     h = {"Authorization": "Basic " + base64.b64encode(f"x:{dev_only}".encode()).decode()}
     (in_dev,) = repo.publish("dev", [debs("alpha", "1.0")])

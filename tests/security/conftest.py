@@ -24,8 +24,9 @@ from publisher.config import load_config
 from publisher.repo import Repository
 from tests.conftest import config_dict, tokens_of
 from tests.debs import build_deb
-from tests.server.conftest import app, env, make_env, toml_dumps  # noqa: F401 - fixtures
+from tests.server.conftest import app, env, make_env  # noqa: F401 - fixtures
 from tests.server.live import LiveServer, start_server
+from tests.tomlfile import toml_dumps
 
 RSS_LIMIT_KB = 200 * 1024
 UPLOAD_LIMIT = 1024 * 1024  # server.max_upload_bytes in these tests

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import requests
 
+from tests.clirun import aptship
 from tests.debs import build_deb
 from tests.security.conftest import Hostile
-from tests.server.live import aptship, start_server
+from tests.server.live import start_server
 from tests.ui import csrf_of
 
 

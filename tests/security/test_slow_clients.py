@@ -54,7 +54,7 @@ def apt_keeps_answering(h: Hostile, seconds: float) -> None:
     while time.monotonic() < end:
         assert apt_get(h, timeout=1.0) == 200
         assert apt_get(h, "/healthz", timeout=1.0) == 200
-        time.sleep(0.1)
+        time.sleep(0.1)  # paces the probe loop for ``seconds``; it waits for nothing
 
 
 def open_slow(h: Hostile, head: bytes, count: int = SLOW) -> list[socket.socket]:

@@ -21,6 +21,7 @@ from publisher.config import load_config
 from publisher.repo import Repository
 from repo_server import create_app
 from tests.conftest import config_dict, tokens_of
+from tests.tomlfile import toml_dumps
 
 # name -> (role, channels).  "other" is an admin of a channel none of the tests use.
 TOKENS: dict[str, tuple[str, list[str]]] = {
@@ -30,29 +31,6 @@ TOKENS: dict[str, tuple[str, list[str]]] = {
     "admin": ("admin", ["*"]),
     "other": ("admin", ["prod"]),
 }
-
-
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, list):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {value!r} as TOML")
-
-
-def toml_dumps(data: dict[str, Any], prefix: str = "") -> str:
-    """A minimal TOML writer for config dicts (tables of scalars and lists)."""
-    scalars = [f"{k} = {toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
-    out = ([f"[{prefix}]"] if prefix else []) + scalars
-    text = "\n".join(out) + "\n\n" if out else ""
-    for key, value in data.items():
-        if isinstance(value, dict):
-            text += toml_dumps(value, f"{prefix}.{key}" if prefix else key)
-    return text
 
 
 @dataclass

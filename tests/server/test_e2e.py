@@ -27,10 +27,12 @@ from publisher.errors import (
 from publisher.remote import RemoteRepository, error_from_response
 from publisher.repo import Repository
 from tests.aptenv import AptEnv, set_up_host
+from tests.clirun import aptship
 from tests.debs import build_deb
+from tests.procs import free_port
 from tests.s3server import REGION
 from tests.server.conftest import EnvFactory, ServerEnv
-from tests.server.live import LiveServer, aptship, free_port, start_server
+from tests.server.live import LiveServer, start_server
 
 pytestmark = pytest.mark.e2e
 DebFactory = Callable[..., Path]

@@ -16,19 +16,12 @@ from publisher.errors import RateLimited, StorageError
 from repo_server import create_app
 from repo_server.fleet import FLEET_EXTENSION, RateLimiter
 from tests.conftest import snapshot, tokens_of
+from tests.fleetdata import HOSTILE, report
+from tests.server.config_tables import with_fleet
 from tests.server.conftest import BufferedClient, EnvFactory, ServerEnv
-from tests.test_fleet import HOSTILE
 
 HOST = "0123456789abcdef0123456789abcdef"
 URL = f"/api/v1/channels/staging/hosts/{HOST}"
-
-
-def with_fleet(env: ServerEnv, **fleet: Any) -> ServerEnv:
-    """Add a [fleet] table to the env's config."""
-    lines = [f"{k} = {json.dumps(v)}" for k, v in fleet.items()]
-    with env.config_path.open("a") as fh:
-        fh.write("\n[fleet]\n" + "\n".join(lines) + "\n")
-    return env
 
 
 def make_client(env: ServerEnv) -> FlaskClient:
@@ -42,11 +35,6 @@ def add_token(env: ServerEnv, name: str, role: str, channels: list[str]) -> str:
     secret = tokens_of(env.config_path).create(name, role, channels)
     env.secrets[name] = secret
     return secret
-
-
-def report(**fields: Any) -> dict[str, Any]:
-    data: dict[str, Any] = {"hostname": "web-1", "packages": {"svc": "1.0-1", "other": None}}
-    return data | fields
 
 
 @pytest.fixture

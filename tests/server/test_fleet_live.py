@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import socket
-import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,12 +16,13 @@ from flask import Flask
 
 from publisher.errors import RolloutTimeout
 from repo_server import create_app
+from tests.clirun import aptship, aptship_popen
 from tests.conftest import snapshot
+from tests.fleetdata import HOSTILE, report
 from tests.s3server import REGION, _client
+from tests.server.config_tables import with_fleet
 from tests.server.conftest import EnvFactory, ServerEnv
-from tests.server.live import APTSHIP, LiveServer, aptship, start_server
-from tests.server.test_fleet_api import report, with_fleet
-from tests.test_fleet import HOSTILE
+from tests.server.live import LiveServer, start_server
 
 pytestmark = pytest.mark.e2e
 HOST = "0123456789abcdef0123456789abcdef"
@@ -142,13 +141,10 @@ def test_cli_remote_hosts_metrics_and_wait(
         assert 'aptship_hosts{channel="dev",state="stale"} 0.0' in metrics.text
 
         # promote --wait: blocks until the host reports the new pin
-        promote = subprocess.Popen(
-            [APTSHIP, "--server", server.url, "promote", "svc=1.1-1", "--from", "dev",
-             "--to", "staging", "--wait", "--timeout", "300", "--poll", "0.2"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "APTSHIP_TOKEN": env.secrets["promote"]},
+        promote = aptship_popen(
+            "--server", server.url, "promote", "svc=1.1-1", "--from", "dev",
+            "--to", "staging", "--wait", "--timeout", "300", "--poll", "0.2",
+            env={"APTSHIP_TOKEN": env.secrets["promote"]},
         )  # fmt: skip
         try:
             assert promote.stderr is not None

@@ -10,9 +10,9 @@ from pathlib import Path
 from flask.testing import FlaskClient
 
 from repo_server import create_app
+from tests.clirun import aptship
 from tests.conftest import tokens_of
 from tests.server.conftest import EnvFactory
-from tests.server.live import aptship
 
 DebFactory = Callable[..., Path]
 

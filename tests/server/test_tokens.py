@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 from flask.testing import FlaskClient
 
 from publisher.audit import AUDIT_PREFIX
@@ -24,6 +23,7 @@ from publisher.tokens import (
     digest,
 )
 from repo_server import create_app
+from tests.clirun import invoke
 from tests.conftest import tokens_of
 from tests.server.conftest import ServerEnv
 
@@ -240,7 +240,7 @@ def test_migrate_refuses_bad_files(env: ServerEnv, tmp_path: Path) -> None:
 
 # -- CLI ------------------------------------------------------------------------------
 def run(env: ServerEnv, *args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(cli, ["--config", str(env.config_path), *args])
+    result = invoke(cli, "--config", env.config_path, *args)
     if result.exception and not isinstance(result.exception, SystemExit):
         raise result.exception
     return result.exit_code, result.stdout

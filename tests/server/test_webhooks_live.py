@@ -20,28 +20,18 @@ import pytest
 import requests
 
 from publisher.webhooks import WebhookQueue
+from tests.clirun import aptship
+from tests.fleetdata import report
+from tests.procs import free_port
 from tests.s3server import REGION
+from tests.server.config_tables import SECRET, with_fleet
+from tests.server.config_tables import with_webhooks as with_webhooks  # kept importable here
 from tests.server.conftest import EnvFactory, ServerEnv
-from tests.server.live import LiveServer, aptship, free_port, start_server
-from tests.server.test_fleet_api import report, with_fleet
+from tests.server.live import LiveServer, start_server
 from tests.webhook_receiver import WAIT, Receiver, receiver
 
 pytestmark = pytest.mark.e2e
-SECRET = b"live-hook-secret"
 DEB_TYPE = "application/vnd.debian.binary-package"
-
-
-def with_webhooks(env: ServerEnv, endpoints: dict[str, str], **settings: Any) -> ServerEnv:
-    """Append [webhooks] with one endpoint per (name, url), signed with SECRET."""
-    secret = env.config_path.parent / "hook.secret"
-    secret.write_bytes(SECRET)
-    values = {"poll_interval": 0.2, "backoff_initial": 0.3, "backoff_max": 1} | settings
-    lines = ["", "[webhooks]", *(f"{k} = {json.dumps(v)}" for k, v in values.items())]
-    for name, url in endpoints.items():
-        lines += [f"[webhooks.endpoints.{name}]", f'url = "{url}"', f'secret_file = "{secret}"']
-    with env.config_path.open("a") as fh:
-        fh.write("\n".join(lines) + "\n")
-    return env
 
 
 def rows(env: ServerEnv) -> list[dict[str, Any]]:
@@ -56,7 +46,7 @@ def wait_rows(
         found = rows(env)
         if done(found):
             return found
-        time.sleep(0.2)
+        time.sleep(0.2)  # polling interval: the deliveries are made by the server's worker
     raise AssertionError(f"{what}: {rows(env)}")
 
 

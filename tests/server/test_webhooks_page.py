@@ -10,9 +10,9 @@ from flask import Flask
 from publisher.config import load_config
 from publisher.webhooks import Attempt, WebhookQueue
 from repo_server import create_app
+from tests.server.config_tables import with_webhooks
 from tests.server.conftest import BufferedClient, EnvFactory
-from tests.server.test_webhooks_live import with_webhooks
-from tests.ui.test_ui_pages import sign_in
+from tests.ui import sign_in
 
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 

@@ -19,11 +19,13 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 
+from flask.testing import FlaskClient
+
 from publisher.config import load_config
 from publisher.repo import Repository
 from tests.conftest import config_dict, tokens_of
 from tests.debs import build_deb
-from tests.server.conftest import toml_dumps
+from tests.tomlfile import toml_dumps
 
 SESSION_VAR = "APTSHIP_TEST_UI_SECRET"
 # name -> (role, channels)
@@ -121,6 +123,15 @@ def matrix(html: str) -> dict[tuple[str, str], CellInfo]:
     for cell in parser.cells.values():
         cell.text = " ".join(cell.text.split())
     return parser.cells
+
+
+def sign_in(client: FlaskClient, secret: str) -> str:
+    """Sign in through the form; return the session's CSRF token."""
+    page = client.get("/ui/login")
+    assert page.status_code == 200
+    done = client.post("/ui/login", data={"token": secret, "csrf_token": csrf_of(page.text)})
+    assert done.status_code == 303, done.text
+    return csrf_of(client.get("/ui/").text)
 
 
 def csrf_of(html: str) -> str:

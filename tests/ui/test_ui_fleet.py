@@ -10,12 +10,7 @@ from flask.testing import FlaskClient
 from publisher.fleet_store import FleetStore
 from publisher.host_report import Report
 from tests.conftest import tokens_of
-from tests.ui import ReleaseEnv
-from tests.ui.test_ui_pages import app as app
-from tests.ui.test_ui_pages import client as client
-from tests.ui.test_ui_pages import release as release
-from tests.ui.test_ui_pages import release_template as release_template
-from tests.ui.test_ui_pages import sign_in
+from tests.ui import ReleaseEnv, sign_in
 
 
 class _Rollout(HTMLParser):
