@@ -13,10 +13,15 @@ from pathlib import Path
 import pytest
 
 from tests.front.nginx import SHIPPED_S3, render_front, start_nginx
-from tests.server.conftest import EnvFactory, ServerEnv, env, make_env  # noqa: F401 - fixtures
+from tests.server.access import s3_client
+from tests.server.conftest import (  # noqa: F401 - fixtures
+    EnvFactory,
+    ServerEnv,
+    env,
+    make_env,
+    published,
+)
 from tests.server.live import LiveServer, free_port, start_server
-from tests.server.test_apt_serving import s3_client
-from tests.server.test_auth_matrix import published  # noqa: F401 - fixture
 
 
 @dataclass

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import http.client
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,87 +20,18 @@ import pytest
 from tests.aptenv import AptEnv
 from tests.conftest import tokens_of
 from tests.front.conftest import Front
-from tests.server.conftest import TOKENS, ServerEnv
-from tests.server.test_apt_serving import TRAVERSALS
-from tests.server.test_auth_matrix import CALLERS, CASES, Case, expected
+from tests.front.frontio import (
+    AUTH_CACHE_SECONDS,
+    FRONT_TRAVERSALS,
+    READ_CASES,
+    WRITE_CASES,
+    check_case,
+    send,
+)
+from tests.server.conftest import TOKENS
 
 pytestmark = pytest.mark.e2e
 DebFactory = Callable[..., Path]
-AUTH_CACHE_SECONDS = 5  # proxy_cache_valid in conf/nginx/aptship.conf
-APT_PATHS = ("keyring", "dists", "dists-by-hash", "pool")
-
-
-def send(
-    base: str,
-    path: str,
-    headers: dict[str, str] | None = None,
-    method: str = "GET",
-    body: bytes | None = None,
-) -> tuple[int, dict[str, str], bytes]:
-    """One request with ``path`` sent verbatim; (status, headers, body)."""
-    parts = urlsplit(base)
-    conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=60)
-    try:
-        conn.putrequest(method, path, skip_accept_encoding=True)
-        for name, value in (headers or {}).items():
-            conn.putheader(name, value)
-        if body is not None:
-            conn.putheader("Content-Length", str(len(body)))
-        conn.endheaders(body)
-        resp = conn.getresponse()
-        return resp.status, dict(resp.getheaders()), resp.read()
-    finally:
-        conn.close()
-
-
-def case_request(
-    env: ServerEnv,
-    case: Case,
-    who: str | None,
-    published: dict[str, Any],
-) -> tuple[str, dict[str, str], bytes | None]:
-    scheme = "basic" if not case.path.startswith(("/api/", "/metrics")) else "bearer"
-    path = published["pool"] if case.path == "POOL" else case.path
-    headers = env.headers(who, scheme)
-    body: bytes | None = None
-    if case.body == "deb":
-        body = published["deb"]
-        headers["Content-Type"] = "application/vnd.debian.binary-package"
-    elif case.body == "json":
-        body = json.dumps(case.data).encode()
-        headers["Content-Type"] = "application/json"
-    return path, headers, body
-
-
-READ_CASES = [name for name, case in CASES.items() if case.method == "GET"]
-WRITE_CASES = [name for name, case in CASES.items() if case.method != "GET"]
-
-
-def check_case(front: Front, published: dict[str, Any], name: str) -> None:
-    """One case for every caller, with the statuses of repo_server, through nginx.
-
-    Read-only cases also go twice through nginx (the second time from the cached
-    decision) and once to gunicorn directly, and must answer alike.
-    """
-    case = CASES[name]
-    passes = 2 if case.method == "GET" else 1
-    for who in CALLERS:
-        path, headers, body = case_request(front.env, case, who, published)
-        want = expected(case, who)
-        results = [send(front.url, path, headers, case.method, body) for _ in range(passes)]
-        if case.method == "GET":
-            results.append(send(front.app.url, path, headers, case.method, body))
-        for status, got_headers, data in results:
-            context = f"{name}: {case.method} {path} as {who}: {status} {data[:200]!r}"
-            if want is None:
-                assert 200 <= status < 300, context
-            else:
-                assert status == want, context
-                if want == 401:
-                    assert got_headers["WWW-Authenticate"] == 'Basic realm="aptship"', context
-        assert len({r[0] for r in results}) == 1, (name, who)
-        if name in APT_PATHS:  # nginx served the bytes aptship serves
-            assert len({r[2] for r in results}) == 1, (name, who)
 
 
 def test_access_matrix_reads(front: Front, published: dict[str, Any]) -> None:
@@ -180,29 +110,6 @@ def test_pool_scoping_per_channel(front: Front, debs: DebFactory) -> None:
     repo.remove("beta", "1.0", "staging", force=True)
     admin = front.env.headers("admin", "basic")
     assert send(front.url, "/" + in_staging["filename"], admin)[0] == 404
-
-
-FRONT_TRAVERSALS = [
-    *TRAVERSALS,
-    "/dists/dev/./InRelease",
-    "/dists/dev//InRelease",
-    "/dists/dev/%2e/InRelease",
-    "/dists/staging/../prod/InRelease",
-    "/dists/dev/%2e%2e/prod/InRelease",
-    "/dists/prod%2fInRelease",
-    "/pool/main/h/hello/../../../../dists/prod/InRelease",
-    "/pool/main/h/hello/..%2f..%2f..%2f..%2f.aptship/state/dev/head.json",
-    "/pool/%2e%2e/.aptship/state/dev/head.json",
-    "/dists/dev/InRelease%00",
-    "/dists/dev/InRelease%2500",
-    "/dists/dev/%ff/InRelease",
-    "/_front/auth",
-    "/_aptship_auth",
-    "/.aptship/",
-    "/dists/",
-    "/dists/dev/",
-    "/pool/",
-]
 
 
 def test_no_bypass_through_nginx_paths(

@@ -15,7 +15,7 @@ import pytest
 from tests.aptenv import AptEnv
 from tests.conftest import tokens_of
 from tests.front.conftest import Front
-from tests.front.test_front import APT_PATHS, FRONT_TRAVERSALS, check_case, send
+from tests.front.frontio import APT_PATHS, FRONT_TRAVERSALS, check_case, send
 
 pytestmark = pytest.mark.e2e
 DebFactory = Callable[..., Path]
@@ -62,7 +62,7 @@ def test_pool_scoping_and_paths_on_s3(s3_front: Front, debs: DebFactory) -> None
     assert send(s3_front.url, "/dists/staging/InRelease", h)[0] == 403
     assert send(s3_front.url, "/dists/dev/NoSuchFile", h)[0] == 404  # S3's 404, answered by aptship
     admin = s3_front.env.headers("admin", "basic")
-    secrets = [(s3_front.env.config_path.parent / n).read_bytes() for n in ("tokens.json",)]
+    secrets = [s3_front.env.config_path.read_bytes()]  # the config, never served
     for path in FRONT_TRAVERSALS:
         for who in (h, admin):
             status, _, data = send(s3_front.url, path, who)

@@ -107,3 +107,15 @@ def app(env: ServerEnv) -> Flask:
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
+
+
+@pytest.fixture
+def published(env: ServerEnv, debs: Callable[..., Path]) -> dict[str, Any]:
+    """hello 1.0-1, 2.0-1 and 3.0-1 in dev (pin 3.0-1): room for two rollbacks."""
+    repo = env.repo()
+    built = [debs("hello", version) for version in ("1.0-1", "2.0-1", "3.0-1")]
+    for deb in built:
+        repo.publish("dev", [deb])
+    pool = next(e["filename"] for e in repo.list_entries("dev") if e["version"] == "1.0-1")
+    # the published file itself: a rebuild a second later would differ (tar mtimes)
+    return {"pool": "/" + pool, "deb": built[-1].read_bytes()}

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
 from flask.testing import FlaskClient
 
-from repo_server import create_app
 from tests.conftest import tokens_of
-from tests.s3server import REGION
-from tests.server.conftest import BufferedClient, EnvFactory, ServerEnv
+from tests.server.access import TRAVERSALS, s3_client
+from tests.server.conftest import EnvFactory, ServerEnv
 
 DebFactory = Callable[..., Path]
 
@@ -25,22 +22,6 @@ def hello(env: ServerEnv, debs: DebFactory) -> tuple[str, bytes]:
     deb = debs("hello", "1.0-1")
     (entry,) = env.repo().publish("dev", [deb])
     return "/" + entry["filename"], deb.read_bytes()
-
-
-def s3_client(make_env: EnvFactory, s3_bucket: tuple[str, str], **server: Any) -> Any:
-    endpoint, bucket = s3_bucket
-    storage = {
-        "type": "s3",
-        "bucket": bucket,
-        "prefix": f"repo-{uuid.uuid4().hex[:8]}",
-        "region": REGION,
-        "endpoint_url": endpoint,
-        "path_style": True,
-    }
-    env = make_env(storage, **server)
-    app = create_app(env.config_path)
-    app.test_client_class = BufferedClient
-    return env, app.test_client()
 
 
 # -- bytes, ranges, conditional requests (both backends) -------------------------------
@@ -138,26 +119,6 @@ def test_pool_file_needs_a_readable_channel(
 
 
 # -- path safety --------------------------------------------------------------------------
-TRAVERSALS = [
-    "/pool/../aptship.toml",
-    "/pool/%2e%2e/aptship.toml",
-    "/pool/main/..%2f..%2faptship.toml",
-    "/dists/..%2faptship.toml",
-    "/dists/dev/../../aptship.toml",
-    "/dists/dev/%2e%2e/%2e%2e/tokens.json",
-    "/dists/dev/..\\..\\aptship.toml",
-    "/dists/dev/%5c..%5captship.toml",
-    "/pool/main/%2Fetc%2Fpasswd",
-    "//etc/passwd",
-    "/pool//etc/passwd",
-    "/.aptship/state/dev/head.json",
-    "/dists/dev/../../.aptship/state/dev/head.json",
-    "/pool/../.aptship/state/dev/head.json",
-    "/aptship.toml",
-    "/tokens.json",
-    "/repo/archive-keyring.asc",
-    "/pool/main/h/hello/%00.deb",
-]
 
 
 def test_traversal_never_leaves_the_repository(
