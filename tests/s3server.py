@@ -25,6 +25,8 @@ from publisher.storage.s3 import S3Storage, make_client
 from tests.procs import free_port, stop, wait_until_up
 
 ENDPOINT_ENV = "APTSHIP_TEST_S3_ENDPOINT"
+# S3 requests for one incremental publish of one amd64 .deb (docs/s3.md, "Request budget")
+PUBLISH_REQUEST_BUDGET = 32
 REGION = "us-east-1"
 DUMMY_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",

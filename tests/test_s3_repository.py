@@ -22,11 +22,11 @@ from publisher.verify import verify
 from tests.aptenv import AptEnv
 from tests.debs import build_deb
 from tests.s3proxy import serve_storage_logged, storage_key
-from tests.s3server import REGION
+from tests.s3server import PUBLISH_REQUEST_BUDGET, REGION
 
 pytestmark = pytest.mark.e2e
 
-BUDGET = 32  # S3 requests for one incremental publish of one amd64 .deb (docs/s3.md)
+BUDGET = PUBLISH_REQUEST_BUDGET
 
 
 def second_view(storage: S3Storage, endpoint: str, prefix: str | None = None) -> S3Storage:
