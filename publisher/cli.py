@@ -16,7 +16,9 @@ import click
 
 from publisher.cli_common import (
     Context,
+    allow_partial_option,
     channel_option,
+    dist_option,
     emit_json,
     json_option,
     package_version,
@@ -83,9 +85,12 @@ def init(directory: Path, as_json: bool) -> None:
 @cli.command()
 @channel_option("Channel (apt suite) to publish into.")
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@dist_option
 @json_option
 @pass_ctx
-def publish(ctx: Context, channel: str, files: tuple[Path, ...], as_json: bool) -> None:
+def publish(
+    ctx: Context, channel: str, files: tuple[Path, ...], dist: str | None, as_json: bool
+) -> None:
     """Validate FILES (.deb), store them in the pool and add them to the channel.
 
     Nothing is written if one file is invalid; the same bytes again are a no-op.
@@ -94,16 +99,18 @@ def publish(ctx: Context, channel: str, files: tuple[Path, ...], as_json: bool) 
     show_bar = not as_json and sys.stderr.isatty() and len(files) > 1
     if show_bar:
         with click.progressbar(length=len(files), label="publishing", file=sys.stderr) as bar:
-            results = repo.publish(channel, files, progress=bar.update)
+            results = repo.publish(channel, files, progress=bar.update, dist=dist)
     else:
-        results = repo.publish(channel, files)
+        results = repo.publish(channel, files, dist=dist)
     if as_json:
         emit_json(results)
         return
     for r in results:
         what = "published" if r["status"] == "added" else "unchanged (same bytes already published)"
         pin = " [pinned]" if r["pinned"] else ""
-        click.echo(f"{what}: {r['package']} {r['version']} {r['architecture']} -> {channel}{pin}")
+        click.echo(
+            f"{what}: {r['package']} {r['version']} {r['architecture']} -> {r['channel']}{pin}"
+        )
 
 
 @cli.command(name="list")
@@ -166,6 +173,7 @@ def reindex(ctx: Context, channels: tuple[str, ...], as_json: bool) -> None:
     is_flag=True,
     help="Also promote the source's pins of dependencies the target would lack.",
 )
+@allow_partial_option
 @json_option
 @pass_ctx
 def promote(
@@ -177,6 +185,7 @@ def promote(
     everything: bool,
     dry_run: bool,
     with_deps: bool,
+    allow_partial: bool,
     as_json: bool,
 ) -> None:
     """Copy an exact version from one channel to another and pin it there.
@@ -191,11 +200,25 @@ def promote(
         results = ctx.ops.promote_all(src, dst, dry_run=dry_run, with_deps=with_deps)
     else:
         package, chosen = package_version(spec or "", version)
-        one = ctx.ops.promote(package, chosen, src, dst, dry_run=dry_run, with_deps=with_deps)
+        one = ctx.ops.promote(
+            package,
+            chosen,
+            src,
+            dst,
+            dry_run=dry_run,
+            with_deps=with_deps,
+            allow_partial=allow_partial,
+        )
         if as_json:
             emit_json(one)
             return
-        results = [one, *one.get("dependencies", [])]
+        results = [
+            row
+            for build in one.get("builds", [one])
+            for row in (build, *build.get("dependencies", []))
+        ]
+        for gap in one.get("missing", []):
+            click.echo(f"warning: no build of this release for {gap} (--allow-partial)", err=True)
     if as_json:
         emit_json(results)
         return
@@ -219,6 +242,7 @@ def promote(
     metavar="VERSION",
     help="Deprecated spelling of --version (--to names a channel elsewhere).",
 )
+@allow_partial_option
 @json_option
 @pass_ctx
 def rollback(
@@ -227,6 +251,7 @@ def rollback(
     channel: str,
     version: str | None,
     old_to: str | None,
+    allow_partial: bool,
     as_json: bool,
 ) -> None:
     """Move a channel's pin back to the previously pinned version (nothing is deleted).
@@ -239,11 +264,12 @@ def rollback(
             raise UsageError(f"--to {old_to} and --version {version} name different versions")
         version = old_to
     package, chosen = package_version(spec, version)
-    r = ctx.ops.rollback(package, channel, chosen)
+    r = ctx.ops.rollback(package, channel, chosen, allow_partial=allow_partial)
     if as_json:
         emit_json(r)
         return
-    click.echo(f"rolled back {package} in {channel}: {r['old_pin']} -> {r['new_pin']}")
+    for b in r.get("builds", [r]):
+        click.echo(f"rolled back {package} in {b['channel']}: {b['old_pin']} -> {b['new_pin']}")
 
 
 @cli.command()

@@ -39,6 +39,7 @@ class Operations(Protocol):
         paths: Sequence[str | Path],
         *,
         progress: Callable[[int], None] | None = None,
+        dist: str | None = None,
     ) -> list[dict[str, Any]]: ...
     def promote(
         self,
@@ -49,11 +50,14 @@ class Operations(Protocol):
         *,
         dry_run: bool = False,
         with_deps: bool = False,
+        allow_partial: bool = False,
     ) -> dict[str, Any]: ...
     def promote_all(
         self, src: str, dst: str, *, dry_run: bool = False, with_deps: bool = False
     ) -> list[dict[str, Any]]: ...
-    def rollback(self, package: str, channel: str, to: str | None = None) -> dict[str, Any]: ...
+    def rollback(
+        self, package: str, channel: str, to: str | None = None, *, allow_partial: bool = False
+    ) -> dict[str, Any]: ...
     def remove(
         self, package: str, version: str, channel: str, *, force: bool = False
     ) -> dict[str, Any]: ...
@@ -132,6 +136,21 @@ def channel_option(help: str, *, required: bool = True, multiple: bool = False) 
         metavar="CH",
         help=help,
     )
+
+
+dist_option = click.option(
+    "--dist",
+    "dist",
+    metavar="CODENAME",
+    help="The .debs' distribution when their version has no +debNN stamp.",
+)
+
+
+allow_partial_option = click.option(
+    "--allow-partial",
+    is_flag=True,
+    help="With distributions: go ahead when some distribution lacks the release's build.",
+)
 
 
 version_option = click.option(

@@ -120,6 +120,7 @@ class RemoteRepository:
         paths: Sequence[str | os.PathLike[str]],
         *,
         progress: Callable[[int], None] | None = None,
+        dist: str | None = None,
     ) -> list[dict[str, Any]]:
         from publisher.debfile import inspect_deb
 
@@ -135,6 +136,7 @@ class RemoteRepository:
                     self._json(
                         "POST",
                         f"/channels/{_q(channel)}/packages",
+                        params={"dist": dist} if dist else None,
                         data=fh,
                         headers={
                             "Content-Type": "application/vnd.debian.binary-package",
@@ -155,6 +157,7 @@ class RemoteRepository:
         *,
         dry_run: bool = False,
         with_deps: bool = False,
+        allow_partial: bool = False,
     ) -> dict[str, Any]:
         body = {
             "package": package,
@@ -163,6 +166,8 @@ class RemoteRepository:
             "dry_run": dry_run,
             "with_deps": with_deps,
         }
+        if allow_partial:
+            body["allow_partial"] = True
         result: dict[str, Any] = self._json("POST", f"/channels/{_q(dst)}/promote", json=body)
         return result
 
@@ -173,8 +178,12 @@ class RemoteRepository:
         result: list[dict[str, Any]] = self._json("POST", f"/channels/{_q(dst)}/promote", json=body)
         return result
 
-    def rollback(self, package: str, channel: str, to: str | None = None) -> dict[str, Any]:
-        body = {"package": package, "to": to}
+    def rollback(
+        self, package: str, channel: str, to: str | None = None, *, allow_partial: bool = False
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"package": package, "to": to}
+        if allow_partial:
+            body["allow_partial"] = True
         result: dict[str, Any] = self._json("POST", f"/channels/{_q(channel)}/rollback", json=body)
         return result
 

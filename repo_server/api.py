@@ -87,6 +87,11 @@ def required(body: dict[str, Any], name: str) -> str:
     return value
 
 
+def partial_flag(body: dict[str, Any]) -> dict[str, bool]:
+    """``allow_partial`` of a release operation (channels with distributions), when set."""
+    return {"allow_partial": True} if field(body, "allow_partial", bool, False) else {}
+
+
 def flag(name: str) -> bool:
     return request.args.get(name, "").lower() in ("1", "true", "yes")
 
@@ -265,7 +270,7 @@ def publish(channel: str) -> tuple[Response, int]:
     with received_upload(server.max_upload_bytes, server.upload_dir) as path:
         if token.packages:
             require_package(token, inspect_deb(path, state.config.limits).package)
-        result = state.repo.publish(channel, [path])[0]
+        result = state.repo.publish(channel, [path], dist=request.args.get("dist"))[0]
     state.metrics.publishes.labels(channel, result["status"]).inc()
     return jsonify(result), 201 if result["status"] == "added" else 200
 
@@ -304,6 +309,7 @@ def promote(channel: str) -> Response:
             dry_run=dry_run,
             with_deps=with_deps,
             authorize=lambda name: require_package(token, name),
+            **partial_flag(body),
         )
         results = [answer, *answer.get("dependencies", [])]
     for r in results:
@@ -318,7 +324,7 @@ def rollback(channel: str) -> Response:
     state = server_state()
     package = required(body, "package")
     require_package(token, package)
-    result = state.repo.rollback(package, channel, to=field(body, "to", str))
+    result = state.repo.rollback(package, channel, to=field(body, "to", str), **partial_flag(body))
     state.metrics.promotions.labels(channel, "rollback", "done").inc()
     return jsonify(result)
 
