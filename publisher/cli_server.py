@@ -71,7 +71,9 @@ def token_create(
     config = current_config()
     for channel in channels:
         if channel != ALL_CHANNELS:
-            config.channel(channel)
+            config.suites(channel)
+    # a channel with distributions covers its suites too (docs/cli.md, "Releases ...")
+    channels = tuple(dict.fromkeys(n for ch in channels for n in (ch, *config.groups.get(ch, ()))))
     secret = open_tokens(config.server.tokens_file).create(name, role, channels, packages)
     if as_json:
         emit_json(
