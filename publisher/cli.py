@@ -32,6 +32,7 @@ from publisher.errors import AptshipError, UsageError
 # is one line here.
 COMMAND_MODULES = (
     "publisher.cli_build",
+    "publisher.cli_migrate",
     "publisher.cli_server",
     "publisher.cli_webhooks",
 )

@@ -367,5 +367,10 @@ class Repository(ReleaseOps):
             raise NotFound(f"package {package!r} is in no channel")
         return {"package": package, "channels": channels}
 
+    def migrate_to_distribution(self, codename: str) -> dict[str, int]:
+        from publisher.migrate import migrate_to_distribution
+
+        return migrate_to_distribution(self, codename)
+
     def generation(self, channel: str) -> int:
         return self.states.read_head(channel).generation

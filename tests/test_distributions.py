@@ -5,6 +5,7 @@ distributions (docs/cli.md, "Releases across distributions")."""
 from __future__ import annotations
 
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -376,3 +377,62 @@ def test_pins_diff_history_list_per_release(drepo: Repository, debs: DebFactory)
     listed = drepo.list_entries("dev")
     assert {r["channel"] for r in listed} == {"bookworm-dev", "trixie-dev"}
     assert len(listed) == 4
+
+
+# -- migration ------------------------------------------------------------------------
+def test_migrate_single_distribution_repository(
+    make_repo: RepoFactory, debs: DebFactory, tmp_path: Path
+) -> None:
+    old = make_repo()
+    old.publish("dev", [debs("svc", "1.0-1", "all"), debs("lib", "1.0-1", "all")])
+    old.publish("dev", [debs("svc", "2.0-1", "all")])
+    old.promote("svc", "1.0-1", "dev", "staging")
+    old.rollback("svc", "dev")
+    before = {ch: old.pin_map(ch) for ch in ("dev", "staging", "prod")}
+
+    new = make_repo(distributions=DISTS)
+    with pytest.raises(UsageError, match="not in \\[repository\\] distributions"):
+        new.migrate_to_distribution("forky")
+    with pytest.raises(UsageError, match="has no \\[repository\\] distributions"):
+        old.migrate_to_distribution("bookworm")
+    copied = new.migrate_to_distribution("bookworm")
+    assert copied == {"bookworm-dev": 2, "bookworm-staging": 1, "bookworm-prod": 0}
+    for ch, pins in before.items():
+        assert new.pin_map(f"bookworm-{ch}") == pins
+        assert new.pin_map(f"trixie-{ch}") == {}
+    ps = new.package_state("bookworm-dev", "svc")
+    assert ps is not None and ps.entries[0].filename.startswith("pool/main/")  # not moved
+    assert verify(new) == []
+    # a second run copies nothing; the migrated pin stack still rolls forward/back
+    assert set(new.migrate_to_distribution("bookworm").values()) == {0}
+    assert new.rollback("svc", "bookworm-dev", "2.0-1")["new_pin"] == "2.0-1"
+    new.publish("dev", [debs("svc", "3.0-1+deb12", "all")])
+    assert new.pin_map("bookworm-dev")["svc"] == "3.0-1+deb12"
+    # the CLI spelling
+    from tests.server.conftest import toml_dumps
+
+    data = config_dict(
+        {"type": "local", "path": str(tmp_path / "repo")},
+        Path(str(new.config.signing.gnupghome)),
+        list(new.config.signing.keys),
+    )
+    data["repository"]["distributions"] = DISTS
+    cfg = tmp_path / "cli.toml"
+    cfg.write_text(toml_dumps(data))
+    out = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "aptship"),
+            "--config",
+            str(cfg),
+            "migrate",
+            "distributions",
+            "--to",
+            "bookworm",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert '"bookworm-dev": 0' in out.stdout
