@@ -265,7 +265,7 @@ def diff(channel: str) -> Response:
 def publish(channel: str) -> tuple[Response, int]:
     token = require("publish", channel)
     state = server_state()
-    state.config.channel(channel)
+    state.config.suites(channel)  # a channel with distributions: each .deb to its suite
     server = state.config.server
     with received_upload(server.max_upload_bytes, server.upload_dir) as path:
         if token.packages:
