@@ -282,6 +282,8 @@ def test_dependency_check_per_distribution(drepo: Repository, debs: DebFactory) 
     before = snapshot(root)
     with pytest.raises(DependencyUnsatisfied, match="svc-lib"):
         drepo.promote("svc-a", "1.0", "dev", "staging")
+    with pytest.raises(DependencyUnsatisfied, match="svc-lib"):  # --dry-run: the same check
+        drepo.promote("svc-a", "1.0", "dev", "staging", dry_run=True)
     assert snapshot(root) == before
     r = drepo.promote("svc-a", "1.0", "dev", "staging", with_deps=True)
     assert [d["package"] for b in r["builds"] for d in b["dependencies"]] == ["svc-lib"] * 2
