@@ -344,9 +344,10 @@ def history() -> Response:
     token = current_token()
     state = server_state()
     channel = request.args.get("channel") or None
+    wanted: set[str] = set()
     if channel is not None:
         require("read", channel)
-        state.config.channel(channel)
+        wanted = {s.name for s in state.config.suites(channel)}  # with distributions: each
     page_max = state.config.limits.history_page_max
     try:
         limit = int(request.args.get("limit", min(HISTORY_PAGE, page_max)))
@@ -356,7 +357,7 @@ def history() -> Response:
         raise UsageError(f"?limit= must be between 1 and {page_max} (limits.history_page_max)")
     rows, cursor = read_events_page(
         state.repo.storage,
-        channels=set(readable_channels(token)) if channel is None else {channel},
+        channels=set(readable_channels(token)) if channel is None else wanted,
         package=request.args.get("package") or None,
         limit=limit,
         before=request.args.get("before") or None,
