@@ -405,6 +405,12 @@ def test_migrate_single_distribution_repository(
     ps = new.package_state("bookworm-dev", "svc")
     assert ps is not None and ps.entries[0].filename.startswith("pool/main/")  # not moved
     assert verify(new) == []
+    # gc keeps the old channels' state and indexes: removing `distributions` goes back
+    from publisher.gc import references
+
+    kept = references(new)
+    assert old.states.read_head("dev").shard_keys() <= kept
+    assert {r["filename"] for r in old.list_entries()} <= kept
     # a second run copies nothing; the migrated pin stack still rolls forward/back
     assert set(new.migrate_to_distribution("bookworm").values()) == {0}
     assert new.rollback("svc", "bookworm-dev", "2.0-1")["new_pin"] == "2.0-1"
