@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from flask.testing import FlaskClient
 
+from publisher.errors import NotFound
 from publisher.tokens import TokenStore
 from repo_server import create_app
 from tests.conftest import config_dict
@@ -63,3 +65,29 @@ def test_release_operations_through_the_api(
         "bookworm-staging": "1.0-1",
         "trixie-staging": None,
     }
+
+
+def test_token_for_a_channel_covers_its_suites(tmp_path: Path, gpg_key: tuple[Path, str]) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from publisher.cli import cli
+
+    data = config_dict({"type": "local", "path": str(tmp_path / "repo")}, gpg_key[0], [gpg_key[1]])
+    data["repository"]["distributions"] = ["bookworm", "trixie"]
+    config = tmp_path / "aptship.toml"
+    config.write_text(toml_dumps(data))
+
+    def create(name: str, channel: str) -> Any:
+        args = ["--config", str(config), "token", "create", "--name", name, "--role", "read"]
+        return CliRunner().invoke(cli, [*args, "--channel", channel, "--json"])
+
+    made = create("web", "prod")
+    assert made.exit_code == 0, made.output
+    assert json.loads(made.output)["channels"] == ["prod", "bookworm-prod", "trixie-prod"]
+    suite = create("w2", "trixie-prod")
+    assert suite.exit_code == 0, suite.output
+    assert json.loads(suite.output)["channels"] == ["trixie-prod"]
+    refused = create("w3", "forky-prod").exception
+    assert isinstance(refused, NotFound) and "unknown channel 'forky-prod'" in refused.message
