@@ -21,6 +21,7 @@ are in ``benchmarks/RESULTS.md`` (``python -m benchmarks``).
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import shutil
 import time
@@ -102,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         return [APTSHIP, "--config", str(config), *a]
 
     started = time.monotonic()
+    load_before = os.getloadavg()
     results: dict[str, Measure] = {}
     try:
         imported = 0.0
@@ -156,6 +158,11 @@ def main(argv: list[str] | None = None) -> int:
         *(f"| {op} | {m.wall:.2f} | {m.rss_mb:.0f} |" for op, m in results.items()),
         "",
         f"`aptship verify --fast` of the 4 suites afterwards: no problem ({verified.wall:.1f} s).",
+        "",
+        "Load average (1, 5, 15 min) of the machine, shared with other work: "
+        f"{' '.join(f'{x:.1f}' for x in load_before)} at the start, "
+        f"{' '.join(f'{x:.1f}' for x in os.getloadavg())} at the end. Compare with "
+        "`benchmarks/RESULTS.md` (one distribution) only from runs under similar load.",
         "",
     ]
     args.out.write_text("\n".join(lines))
