@@ -17,7 +17,9 @@ import click
 from publisher.cli_common import (
     Context,
     Operations,
+    allow_partial_option,
     channel_option,
+    dist_option,
     emit_json,
     json_option,
     package_version,
@@ -31,6 +33,7 @@ from publisher.errors import AptshipError, UsageError
 # is one line here.
 COMMAND_MODULES = (
     "publisher.cli_build",
+    "publisher.cli_migrate",
     "publisher.cli_server",
     "publisher.cli_webhooks",
 )
@@ -90,9 +93,17 @@ def init(directory: Path, as_json: bool) -> None:
     help="With --server: exchange this CI job's OIDC ID token (GitHub Actions, or "
     "$APTSHIP_ID_TOKEN) for a short-lived token; no stored secret (docs/ci.md).",
 )
+@dist_option
 @json_option
 @pass_ctx
-def publish(ctx: Context, channel: str, files: tuple[Path, ...], oidc: bool, as_json: bool) -> None:
+def publish(
+    ctx: Context,
+    channel: str,
+    files: tuple[Path, ...],
+    oidc: bool,
+    dist: str | None,
+    as_json: bool,
+) -> None:
     """Validate FILES (.deb), store them in the pool and add them to the channel.
 
     Nothing is written if one file is invalid; the same bytes again are a no-op.
@@ -108,16 +119,18 @@ def publish(ctx: Context, channel: str, files: tuple[Path, ...], oidc: bool, as_
     show_bar = not as_json and sys.stderr.isatty() and len(files) > 1
     if show_bar:
         with click.progressbar(length=len(files), label="publishing", file=sys.stderr) as bar:
-            results = repo.publish(channel, files, progress=bar.update)
+            results = repo.publish(channel, files, progress=bar.update, dist=dist)
     else:
-        results = repo.publish(channel, files)
+        results = repo.publish(channel, files, dist=dist)
     if as_json:
         emit_json(results)
         return
     for r in results:
         what = "published" if r["status"] == "added" else "unchanged (same bytes already published)"
         pin = " [pinned]" if r["pinned"] else ""
-        click.echo(f"{what}: {r['package']} {r['version']} {r['architecture']} -> {channel}{pin}")
+        click.echo(
+            f"{what}: {r['package']} {r['version']} {r['architecture']} -> {r['channel']}{pin}"
+        )
 
 
 @cli.command(name="list")
@@ -180,6 +193,7 @@ def reindex(ctx: Context, channels: tuple[str, ...], as_json: bool) -> None:
     is_flag=True,
     help="Also promote the source's pins of dependencies the target would lack.",
 )
+@allow_partial_option
 @json_option
 @pass_ctx
 def promote(
@@ -191,6 +205,7 @@ def promote(
     everything: bool,
     dry_run: bool,
     with_deps: bool,
+    allow_partial: bool,
     as_json: bool,
 ) -> None:
     """Copy an exact version from one channel to another and pin it there.
@@ -205,11 +220,25 @@ def promote(
         results = ctx.ops.promote_all(src, dst, dry_run=dry_run, with_deps=with_deps)
     else:
         package, chosen = package_version(spec or "", version)
-        one = ctx.ops.promote(package, chosen, src, dst, dry_run=dry_run, with_deps=with_deps)
+        one = ctx.ops.promote(
+            package,
+            chosen,
+            src,
+            dst,
+            dry_run=dry_run,
+            with_deps=with_deps,
+            allow_partial=allow_partial,
+        )
         if as_json:
             emit_json(one)
             return
-        results = [one, *one.get("dependencies", [])]
+        results = [
+            row
+            for build in one.get("builds", [one])
+            for row in (build, *build.get("dependencies", []))
+        ]
+        for gap in one.get("missing", []):
+            click.echo(f"warning: no build of this release for {gap} (--allow-partial)", err=True)
     if as_json:
         emit_json(results)
         return
@@ -233,6 +262,7 @@ def promote(
     metavar="VERSION",
     help="Deprecated spelling of --version (--to names a channel elsewhere).",
 )
+@allow_partial_option
 @json_option
 @pass_ctx
 def rollback(
@@ -241,6 +271,7 @@ def rollback(
     channel: str,
     version: str | None,
     old_to: str | None,
+    allow_partial: bool,
     as_json: bool,
 ) -> None:
     """Move a channel's pin back to the previously pinned version (nothing is deleted).
@@ -253,11 +284,12 @@ def rollback(
             raise UsageError(f"--to {old_to} and --version {version} name different versions")
         version = old_to
     package, chosen = package_version(spec, version)
-    r = ctx.ops.rollback(package, channel, chosen)
+    r = ctx.ops.rollback(package, channel, chosen, allow_partial=allow_partial)
     if as_json:
         emit_json(r)
         return
-    click.echo(f"rolled back {package} in {channel}: {r['old_pin']} -> {r['new_pin']}")
+    for b in r.get("builds", [r]):
+        click.echo(f"rolled back {package} in {b['channel']}: {b['old_pin']} -> {b['new_pin']}")
 
 
 @cli.command()

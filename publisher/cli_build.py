@@ -13,7 +13,8 @@ from pathlib import Path
 
 import click
 
-from publisher.cli_common import emit_json, json_option
+from publisher.cli_common import current, emit_json, json_option
+from publisher.errors import UsageError
 
 project_dir_argument = click.argument(
     "project_dir",
@@ -95,8 +96,15 @@ def debianize(
 
 @click.command()
 @project_dir_argument
+@click.option(
+    "--dist",
+    "dist",
+    metavar="CODENAME",
+    help="Build in a clean chroot of this Debian distribution (or 'all': every one in "
+    "[repository] distributions) and stamp the version for it, e.g. 1.4.2-1+deb13.",
+)
 @json_option
-def build(project_dir: Path, as_json: bool) -> None:
+def build(project_dir: Path, dist: str | None, as_json: bool) -> None:
     """Build PROJECT_DIR's .deb with dpkg-buildpackage and print its path.
 
     The build output goes to stderr and the .deb path alone to stdout, so that
@@ -105,7 +113,15 @@ def build(project_dir: Path, as_json: bool) -> None:
     """
     from publisher.debianize import build as run
 
-    debs = run(project_dir, log=sys.stderr)
+    if dist is None:
+        debs = run(project_dir, log=sys.stderr)
+    else:
+        from publisher.buildroot import build_for
+
+        codenames = current().config.distributions if dist == "all" else (dist,)
+        if not codenames:
+            raise UsageError("--dist all needs [repository] distributions in the config")
+        debs = [d for c in codenames for d in build_for(project_dir, c, log=sys.stderr)]
     if as_json:
         emit_json(debs[0].to_dict() if len(debs) == 1 else [d.to_dict() for d in debs])
         return

@@ -40,6 +40,7 @@ class Operations(Protocol):
         paths: Sequence[str | Path],
         *,
         progress: Callable[[int], None] | None = None,
+        dist: str | None = None,
     ) -> list[PublishRow]: ...
     def promote(
         self,
@@ -50,11 +51,14 @@ class Operations(Protocol):
         *,
         dry_run: bool = False,
         with_deps: bool = False,
+        allow_partial: bool = False,
     ) -> PromoteRow: ...
     def promote_all(
         self, src: str, dst: str, *, dry_run: bool = False, with_deps: bool = False
     ) -> list[PromoteRow]: ...
-    def rollback(self, package: str, channel: str, to: str | None = None) -> RollbackRow: ...
+    def rollback(
+        self, package: str, channel: str, to: str | None = None, *, allow_partial: bool = False
+    ) -> RollbackRow: ...
     def remove(
         self, package: str, version: str, channel: str, *, force: bool = False
     ) -> RemoveRow: ...
@@ -133,6 +137,21 @@ def channel_option(help: str, *, required: bool = True, multiple: bool = False) 
         metavar="CH",
         help=help,
     )
+
+
+dist_option = click.option(
+    "--dist",
+    "dist",
+    metavar="CODENAME",
+    help="The .debs' distribution when their version has no +debNN stamp.",
+)
+
+
+allow_partial_option = click.option(
+    "--allow-partial",
+    is_flag=True,
+    help="With distributions: go ahead when some distribution lacks the release's build.",
+)
 
 
 version_option = click.option(

@@ -96,7 +96,11 @@ def token_create(
         config = current_config()
         for channel in channels:
             if channel != ALL_CHANNELS:
-                config.channel(channel)
+                config.suites(channel)
+        # a channel with distributions covers its suites too (docs/cli.md, "Releases ...")
+        channels = tuple(
+            dict.fromkeys(n for ch in channels for n in (ch, *config.groups.get(ch, ())))
+        )
         store = token_store()
         secret = store.create(name, role, channels, packages)
         created = store.get(name)

@@ -11,11 +11,12 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from publisher.distributions import check_codename, suite_name
 from publisher.errors import ConfigError
 
 CONFIG_ENV = "APTSHIP_CONFIG"
@@ -73,6 +74,8 @@ class ChannelConfig:
     keep: int = 10
     promote_from: tuple[str, ...] = ()
     auto_pin: bool = True
+    distribution: str | None = None  # with [repository] distributions: this suite's codename
+    group: str | None = None  # ... and the configured channel it is a suite of
 
     def accepts_architecture(self, arch: str) -> bool:
         return arch == "all" or arch in self.architectures
@@ -247,6 +250,11 @@ class Config:
     webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
     oidc: OidcConfig = field(default_factory=OidcConfig)
     channels: dict[str, ChannelConfig] = field(default_factory=dict)
+    # [repository] distributions (docs/config.md): empty for a single-distribution
+    # repository.  Otherwise ``channels`` holds the suites (``bookworm-prod``...) and
+    # ``groups`` maps each configured channel to its suites, in distribution order.
+    distributions: tuple[str, ...] = ()
+    groups: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def channel(self, name: str) -> ChannelConfig:
         from publisher.errors import NotFound
@@ -254,8 +262,19 @@ class Config:
         try:
             return self.channels[name]
         except KeyError:
+            if name in self.groups:
+                raise NotFound(
+                    f"channel {name!r} exists per distribution: name one of its suites "
+                    f"({', '.join(self.groups[name])})"
+                ) from None
             known = ", ".join(sorted(self.channels)) or "none"
             raise NotFound(f"unknown channel {name!r} (configured: {known})") from None
+
+    def suites(self, name: str) -> list[ChannelConfig]:
+        """A configured channel's suites (one per distribution), or the one channel/suite."""
+        if name in self.groups:
+            return [self.channels[suite] for suite in self.groups[name]]
+        return [self.channel(name)]
 
 
 class _Section:
@@ -642,6 +661,13 @@ def parse_config(data: dict[str, Any], cfg_path: Path) -> Config:
     label = repo.get("label", str, origin)
     formats = repo.strings("index_formats", INDEX_FORMATS)
     engine = repo.get("engine", str, "native")
+    distributions = repo.strings("distributions", ())
+    for codename in distributions:
+        check_codename(codename, f"{cfg_path}: repository.distributions")
+    if len(set(distributions)) != len(distributions):
+        raise repo.fail("distributions", "names a distribution twice")
+    if distributions and engine != "native":
+        raise repo.fail("distributions", "needs repository.engine = 'native'")
     if engine not in ("native", "aptly"):
         raise repo.fail("engine", f"must be 'native' or 'aptly', not {engine!r}")
     if not formats or any(f not in INDEX_FORMATS for f in formats):
@@ -683,6 +709,10 @@ def parse_config(data: dict[str, Any], cfg_path: Path) -> Config:
     top.used.add("channels")
     oidc = _oidc(_Section(top.get("oidc", dict, {}), "oidc", cfg_path), channels)
     top.finish()
+    groups: dict[str, tuple[str, ...]] = {}
+    if distributions:
+        channels, groups = _per_distribution(channels, distributions, cfg_path)
+        webhooks = _webhooks_per_distribution(webhooks, groups)
     return Config(
         path=cfg_path,
         origin=origin,
@@ -698,4 +728,45 @@ def parse_config(data: dict[str, Any], cfg_path: Path) -> Config:
         webhooks=webhooks,
         oidc=oidc,
         channels=channels,
+        distributions=distributions,
+        groups=groups,
     )
+
+
+def _per_distribution(
+    channels: dict[str, ChannelConfig], distributions: tuple[str, ...], cfg_path: Path
+) -> tuple[dict[str, ChannelConfig], dict[str, tuple[str, ...]]]:
+    """Every configured channel once per distribution, as suite ``<codename>-<channel>``;
+    a suite promotes from the same channels' suites of its own distribution."""
+    suites: dict[str, ChannelConfig] = {}
+    groups: dict[str, tuple[str, ...]] = {}
+    for ch in channels.values():
+        names = []
+        for codename in distributions:
+            name = suite_name(codename, ch.name)
+            if name in channels:
+                raise ConfigError(
+                    f"{cfg_path}: channel {name!r} collides with the {codename} suite of "
+                    f"channel {ch.name!r}"
+                )
+            suites[name] = replace(
+                ch,
+                name=name,
+                promote_from=tuple(suite_name(codename, src) for src in ch.promote_from),
+                distribution=codename,
+                group=ch.name,
+            )
+            names.append(name)
+        groups[ch.name] = tuple(names)
+    return suites, groups
+
+
+def _webhooks_per_distribution(
+    hooks: WebhooksConfig, groups: dict[str, tuple[str, ...]]
+) -> WebhooksConfig:
+    """An endpoint's ``channels`` name configured channels: it gets all their suites."""
+    endpoints = {
+        name: replace(ep, channels=tuple(s for ch in ep.channels for s in groups[ch]))
+        for name, ep in hooks.endpoints.items()
+    }
+    return replace(hooks, endpoints=endpoints)

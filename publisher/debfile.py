@@ -60,6 +60,7 @@ class DebInfo:
     source: str
     control: str  # the control paragraph, without repository fields, ending in "\n"
     size: int
+    distribution: str | None = None  # with distributions: pool/<codename>/main/...
 
     @property
     def pool_key(self) -> str:
@@ -69,7 +70,8 @@ class DebInfo:
             else self.source[0]
         )
         name = f"{self.package}_{strip_epoch(self.version)}_{self.architecture}.deb"
-        return f"pool/main/{prefix}/{self.source}/{name}"
+        area = f"{self.distribution}/main" if self.distribution else "main"
+        return f"pool/{area}/{prefix}/{self.source}/{name}"
 
 
 class _Capped:

@@ -48,6 +48,12 @@ class InvalidPackage(AptshipError):
     http_status = 400
 
 
+class WrongDistribution(InvalidPackage):
+    """A .deb for a distribution the target does not carry, or with none to read."""
+
+    code = "wrong_distribution"
+
+
 class TooLarge(InvalidPackage):
     """An upload past the configured size limit."""
 
@@ -129,6 +135,12 @@ class DependencyUnsatisfied(PolicyViolation):
     code = "dependency_unsatisfied"
 
 
+class ReleaseIncomplete(PolicyViolation):
+    """A release promotion where some distribution lacks the build (``--allow-partial``)."""
+
+    code = "release_incomplete"
+
+
 class Unauthorized(AptshipError):
     """No credentials, or credentials that match no token."""
 
@@ -196,6 +208,16 @@ class SweepBusy(StorageError):
     """
 
     code = "gc_sweep_busy"
+
+
+class ReleaseSplit(StorageError):
+    """A release operation that committed some distributions' suites and then failed.
+
+    The suites already committed stay; running the same command again completes it
+    (docs/cli.md, "Releases across distributions").
+    """
+
+    code = "release_split"
 
 
 class SigningError(AptshipError):

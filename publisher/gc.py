@@ -123,10 +123,18 @@ def _head_refs(repo: Repository, head: Head) -> set[str]:
     return refs
 
 
+def state_names(repo: Repository) -> list[str]:
+    """The channels whose state gc keeps: the configured ones (the suites, with
+    distributions) and the single-distribution channels a migration left behind as
+    the way back (docs/operations.md, "Adding distributions")."""
+    legacy = [g for g in repo.config.groups if repo.storage.exists(head_key(g))]
+    return [*repo.config.channels, *legacy]
+
+
 def references(repo: Repository) -> set[str]:
     """Every candidate key the channels' current heads and records reference."""
     refs: set[str] = set()
-    for name in repo.config.channels:
+    for name in state_names(repo):
         refs |= _head_refs(repo, repo.states.read_head(name))
         refs |= read_record(repo.storage, name).by_hash_keys(name)
     return refs
@@ -166,7 +174,7 @@ def _fence(repo: Repository, key: str, read: Callable[[], F]) -> F:
 def fenced_references(repo: Repository) -> set[str]:
     """Fence every head and published record; the references of the fenced versions."""
     refs: set[str] = set()
-    for name in repo.config.channels:
+    for name in state_names(repo):
         head = _fence(repo, head_key(name), functools.partial(repo.states.read_head, name))
         refs |= _head_refs(repo, head)
         if repo.config.engine == "native":

@@ -121,6 +121,7 @@ class RemoteRepository:
         paths: Sequence[str | os.PathLike[str]],
         *,
         progress: Callable[[int], None] | None = None,
+        dist: str | None = None,
     ) -> list[PublishRow]:
         from publisher.debfile import inspect_deb
 
@@ -136,6 +137,7 @@ class RemoteRepository:
                     self._json(
                         "POST",
                         f"/channels/{_q(channel)}/packages",
+                        params={"dist": dist} if dist else None,
                         data=fh,
                         headers={
                             "Content-Type": "application/vnd.debian.binary-package",
@@ -156,6 +158,7 @@ class RemoteRepository:
         *,
         dry_run: bool = False,
         with_deps: bool = False,
+        allow_partial: bool = False,
     ) -> PromoteRow:
         body = {
             "package": package,
@@ -164,6 +167,8 @@ class RemoteRepository:
             "dry_run": dry_run,
             "with_deps": with_deps,
         }
+        if allow_partial:
+            body["allow_partial"] = True
         result: PromoteRow = self._json("POST", f"/channels/{_q(dst)}/promote", json=body)
         return result
 
@@ -174,8 +179,12 @@ class RemoteRepository:
         result: list[PromoteRow] = self._json("POST", f"/channels/{_q(dst)}/promote", json=body)
         return result
 
-    def rollback(self, package: str, channel: str, to: str | None = None) -> RollbackRow:
-        body = {"package": package, "to": to}
+    def rollback(
+        self, package: str, channel: str, to: str | None = None, *, allow_partial: bool = False
+    ) -> RollbackRow:
+        body: dict[str, Any] = {"package": package, "to": to}
+        if allow_partial:
+            body["allow_partial"] = True
         result: RollbackRow = self._json("POST", f"/channels/{_q(channel)}/rollback", json=body)
         return result
 

@@ -20,6 +20,7 @@ from debian.debian_support import Version
 from publisher.audit import current_actor, record_event
 from publisher.config import ChannelConfig, Config
 from publisher.debfile import inspect_deb
+from publisher.distributions import route_by_distribution
 from publisher.dists import KEYRING_KEY as KEYRING_KEY  # re-exported: tests and server use it
 from publisher.dists import DistWriter
 from publisher.engines import Engine
@@ -31,8 +32,9 @@ from publisher.errors import (
     InvalidPackage,
     NotFound,
 )
-from publisher.lifecycle import LifecycleOps, retention_changes
+from publisher.lifecycle import retention_changes
 from publisher.pins import set_pin
+from publisher.releases import ReleaseOps
 from publisher.results import EntryRow, PublishRow
 from publisher.signing import Signer
 from publisher.state import ChannelState, Entry, Head, PackageState, StateStore
@@ -152,7 +154,7 @@ def report_batch(
     return dropped
 
 
-class Repository(LifecycleOps):
+class Repository(ReleaseOps):
     def __init__(self, config: Config, storage: Storage | None = None) -> None:
         self.config = config
         self.storage = storage if storage is not None else open_storage(config.storage)
@@ -263,9 +265,13 @@ class Repository(LifecycleOps):
         paths: Sequence[str | Path],
         *,
         progress: Progress | None = None,
+        dist: str | None = None,
     ) -> list[PublishRow]:
-        """Publish .debs into ``channel``; one JSON-ready result per file."""
-        chan = self.config.channel(channel)
+        """Publish .debs into ``channel``; one JSON-ready result per file.
+
+        With distributions, each .deb goes to the suite of its distribution (its
+        ``+debNN`` stamp, or ``dist``); one commit per suite, in distribution order.
+        """
         if not paths:
             raise InvalidPackage("no .deb files given")
         limits = self.config.limits
@@ -274,20 +280,31 @@ class Repository(LifecycleOps):
                 f"{len(paths)} files in one publish; at most {limits.max_batch_files} "
                 "(limits.max_batch_files)"
             )
+        self.config.suites(channel)  # NotFound before any file is read
         # each inspection runs dpkg-deb once (limits.dpkg_check): overlap them in a batch
         with ThreadPoolExecutor(max_workers=min(4, len(paths))) as pool:
             infos = list(pool.map(lambda p: inspect_deb(p, limits), paths))
-        for info in infos:
-            if not chan.accepts_architecture(info.architecture):
-                raise InvalidPackage(
-                    f"{info.path.name}: architecture {info.architecture!r} is not carried by "
-                    f"channel {channel!r} (architectures: {', '.join(chan.architectures)}, all)"
-                )
+        routed = route_by_distribution(self.config, channel, infos, dist)
+        for suite, batch in routed.items():
+            chan = self.config.channel(suite)
+            for info in batch:
+                if not chan.accepts_architecture(info.architecture):
+                    raise InvalidPackage(
+                        f"{info.path.name}: architecture {info.architecture!r} is not carried "
+                        f"by channel {suite!r} (architectures: {', '.join(chan.architectures)}, "
+                        "all)"
+                    )
         since = read_sweep(self.storage)  # before the pool writes (publisher.sweep.guard)
-        entries = self.engine.prepare(infos, progress)
-        restore = {i.pool_key: fn for i in infos if (fn := self.engine.restorer(i)) is not None}
-        results = self.add_entries(chan, entries, action="publish", restore=restore, since=since)
-        return [r.to_json() for r in results]
+        out: list[PublishRow] = []
+        for suite, batch in routed.items():
+            entries = self.engine.prepare(batch, progress)
+            restore = {i.pool_key: fn for i in batch if (fn := self.engine.restorer(i)) is not None}
+            chan = self.config.channel(suite)
+            results = self.add_entries(
+                chan, entries, action="publish", restore=restore, since=since
+            )
+            out += [r.to_json() for r in results]
+        return out
 
     def add_entries(
         self,
@@ -349,10 +366,9 @@ class Repository(LifecycleOps):
 
     # -- queries --------------------------------------------------------------------
     def list_entries(self, channel: str | None = None) -> list[EntryRow]:
-        names = [channel] if channel else list(self.config.channels)
+        names = [s.name for s in self.config.suites(channel)] if channel else self.config.channels
         rows: list[EntryRow] = []
         for name in names:
-            self.config.channel(name)
             for _pkg, ps in self.states.view(name).packages():
                 for e in sorted(ps.entries, key=lambda e: (Version(e.version), e.architecture)):
                     rows.append(entry_json(e, name, ps.pin))
@@ -377,6 +393,11 @@ class Repository(LifecycleOps):
         if not channels:
             raise NotFound(f"package {package!r} is in no channel")
         return {"package": package, "channels": channels}
+
+    def migrate_to_distribution(self, codename: str) -> dict[str, int]:
+        from publisher.migrate import migrate_to_distribution
+
+        return migrate_to_distribution(self, codename)
 
     def generation(self, channel: str) -> int:
         return self.states.read_head(channel).generation

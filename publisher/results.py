@@ -38,19 +38,24 @@ class EntryRow(TypedDict):
     published_at: str
 
 
-# "from" is a Python keyword: the functional form names it.
+# "from" is a Python keyword: the functional form names it.  One suite's promotion has
+# version, pins and architectures; a release across distributions (docs/cli.md) has
+# instead its "release" label, one row per distribution in "builds", and "missing".
 PromoteRow = TypedDict(
     "PromoteRow",
     {
         "package": str,
-        "version": str,
+        "version": NotRequired[str],
         "from": str,
         "to": str,
         "status": str,  # "promoted" | "unchanged" | "planned" (dry run)
-        "old_pin": str | None,
-        "new_pin": str,
-        "architectures": list[str],
+        "old_pin": NotRequired[str | None],
+        "new_pin": NotRequired[str],
+        "architectures": NotRequired[list[str]],
         "dependencies": NotRequired[list["PromoteRow"]],  # brought along by --with-deps
+        "release": NotRequired[str | None],
+        "builds": NotRequired[list["PromoteRow"]],
+        "missing": NotRequired[list[str]],
     },
 )
 
@@ -59,7 +64,9 @@ class RollbackRow(TypedDict):
     package: str
     channel: str
     old_pin: str | None
-    new_pin: str
+    new_pin: str | None  # a release's label may have no pin in some distribution
+    release: NotRequired[str | None]  # a release across distributions: its label ...
+    builds: NotRequired[list[RollbackRow]]  # ... and one row per distribution
 
 
 class RemoveRow(TypedDict):

@@ -157,10 +157,12 @@ def _state_problems(repo: Repository, channel: str, *, fast: bool) -> list[str]:
 
 def verify(repo: Repository, *, fast: bool = False, channels: list[str] | None = None) -> list[str]:
     problems: list[str] = []
-    for name in channels or list(repo.config.channels):
+    # a configured channel with distributions: each of its suites (publisher.releases)
+    names = [s.name for ch in channels for s in repo.config.suites(ch)] if channels else None
+    for name in names or list(repo.config.channels):
         repo.config.channel(name)
         try:
             problems += verify_channel(repo, name, fast=fast)
         except StorageError as exc:
             problems.append(f"{name}: {exc.message}")
-    return problems
+    return problems + repo.split_releases()

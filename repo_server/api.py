@@ -87,6 +87,11 @@ def required(body: dict[str, Any], name: str) -> str:
     return value
 
 
+def partial_flag(body: dict[str, Any]) -> dict[str, bool]:
+    """``allow_partial`` of a release operation (channels with distributions), when set."""
+    return {"allow_partial": True} if field(body, "allow_partial", bool, False) else {}
+
+
 def flag(name: str) -> bool:
     return request.args.get(name, "").lower() in ("1", "true", "yes")
 
@@ -260,12 +265,12 @@ def diff(channel: str) -> Response:
 def publish(channel: str) -> tuple[Response, int]:
     token = require("publish", channel)
     state = server_state()
-    state.config.channel(channel)
+    state.config.suites(channel)  # a channel with distributions: each .deb to its suite
     server = state.config.server
     with received_upload(server.max_upload_bytes, server.upload_dir) as path:
         if token.packages:
             require_package(token, inspect_deb(path, state.config.limits).package)
-        result = state.repo.publish(channel, [path])[0]
+        result = state.repo.publish(channel, [path], dist=request.args.get("dist"))[0]
     state.metrics.publishes.labels(channel, result["status"]).inc()
     return jsonify(result), 201 if result["status"] == "added" else 200
 
@@ -304,6 +309,7 @@ def promote(channel: str) -> Response:
             dry_run=dry_run,
             with_deps=with_deps,
             authorize=lambda name: require_package(token, name),
+            **partial_flag(body),
         )
         results = [answer, *answer.get("dependencies", [])]
     for r in results:
@@ -318,7 +324,7 @@ def rollback(channel: str) -> Response:
     state = server_state()
     package = required(body, "package")
     require_package(token, package)
-    result = state.repo.rollback(package, channel, to=field(body, "to", str))
+    result = state.repo.rollback(package, channel, to=field(body, "to", str), **partial_flag(body))
     state.metrics.promotions.labels(channel, "rollback", "done").inc()
     return jsonify(result)
 
@@ -338,9 +344,10 @@ def history() -> Response:
     token = current_token()
     state = server_state()
     channel = request.args.get("channel") or None
+    wanted: set[str] = set()
     if channel is not None:
         require("read", channel)
-        state.config.channel(channel)
+        wanted = {s.name for s in state.config.suites(channel)}  # with distributions: each
     page_max = state.config.limits.history_page_max
     try:
         limit = int(request.args.get("limit", min(HISTORY_PAGE, page_max)))
@@ -350,7 +357,7 @@ def history() -> Response:
         raise UsageError(f"?limit= must be between 1 and {page_max} (limits.history_page_max)")
     rows, cursor = read_events_page(
         state.repo.storage,
-        channels=set(readable_channels(token)) if channel is None else {channel},
+        channels=set(readable_channels(token)) if channel is None else wanted,
         package=request.args.get("package") or None,
         limit=limit,
         before=request.args.get("before") or None,

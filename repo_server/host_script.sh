@@ -21,7 +21,9 @@ case "${APTSHIP_ROOT_MODE:-chroot}" in
 esac
 channel='@CHANNEL@'
 url='@URL@'
+pins_list='@PINS_LIST@'
 umask 022
+@SELECT_SUITE@
 
 # put MODE FILE: write stdin to FILE with MODE, atomically.
 put() {
@@ -68,11 +70,11 @@ printf 'machine %s login token password %s\n' '@MACHINE@' '@TOKEN@' \
 
 # apt keeps the verified pins in its lists directory; this link makes them effective.
 mkdir -p "$root/etc/apt/preferences.d"
-ln -sfn "../../../var/lib/apt/lists/@PINS_LIST@" \
+ln -sfn "../../../var/lib/apt/lists/$pins_list" \
     "$root/etc/apt/preferences.d/aptship-$channel.pref"
 
 printf 'channel=%s\nurl=%s\npins=%s/var/lib/apt/lists/%s\n' \
-    "$channel" "$url" "$inside" '@PINS_LIST@' | put 644 "$root/etc/aptship/channels/$channel"
+    "$channel" "$url" "$inside" "$pins_list" | put 644 "$root/etc/aptship/channels/$channel"
 
 if [ ! -s "$root/etc/aptship/host-id" ] || [ -n "${APTSHIP_HOST_ID:-}" ]; then
     id="${APTSHIP_HOST_ID:-}"

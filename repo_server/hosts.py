@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, request
 
+from publisher.config import ChannelConfig
 from publisher.errors import Forbidden, UsageError
 from publisher.pins import PINS_PATH
 from repo_server.auth import current_token, request_secret, require
@@ -31,6 +32,7 @@ bp = Blueprint("hosts", __name__)
 HEREDOC_END = "@END@"
 _SAFE_URL = re.compile(r"^https?://[A-Za-z0-9.\-]+(:[0-9]+)?(/[A-Za-z0-9._~\-/]*)?$")
 _SAFE_TOKEN = re.compile(r"^[A-Za-z0-9_\-]+$")
+_SAFE_NAME = re.compile(r"^[a-z0-9][a-z0-9.+-]*$")
 # apt's URItoFileName quotes these (and controls, space, '%', non-ASCII) as %xx
 _APT_QUOTED = set('\\|{}[]<>"^~_=!@#$%&*')
 
@@ -72,6 +74,35 @@ def embeddable(text: str) -> str:
     return text if not text or text.endswith("\n") else text + "\n"
 
 
+def select_suite(url: str, channel: str, suites: list[ChannelConfig]) -> str:
+    """Shell that picks the suite of the host's codename (``VERSION_CODENAME`` in the
+    root's os-release) for a channel with distributions; refuses, writing nothing, a
+    codename the channel does not carry.  Empty for a plain channel or suite."""
+    if len(suites) == 1 and suites[0].group is None:
+        return ""
+    if any(not _SAFE_NAME.match(s.name) for s in suites):  # config names: cannot happen
+        raise UsageError(f"cannot write a setup script for channel {channel!r}")
+    cases = "".join(
+        f"    {s.distribution}) channel='{s.name}'; "
+        f"pins_list='{apt_list_name(f'{url}/dists/{s.name}/{PINS_PATH}')}' ;;\n"
+        for s in suites
+    )
+    carried = ", ".join(s.distribution or "" for s in suites)
+    return (
+        "# This channel exists per distribution: the suite of this host's codename.\n"
+        'osr="$root/etc/os-release"\n'
+        '[ -r "$osr" ] || osr="$root/usr/lib/os-release"\n'
+        'codename=$(sed -n "s/^VERSION_CODENAME=[\\"\']\\{0,1\\}\\([a-z0-9]*\\)'
+        '[\\"\']\\{0,1\\}[[:space:]]*$/\\1/p" "$osr" 2>/dev/null | head -n 1)\n'
+        'case "$codename" in\n'
+        f"{cases}"
+        f"    *) echo \"aptship: this host runs '${{codename:-no VERSION_CODENAME in $osr}}'; "
+        f'channel {channel} of $url carries {carried} only; nothing was changed" >&2\n'
+        "        exit 3 ;;\n"
+        "esac\n"
+    )
+
+
 @bp.get("/channels/<channel>/preferences")
 def preferences(channel: str) -> Response:
     require("read", channel)
@@ -87,7 +118,9 @@ def setup(channel: str) -> Response:
             f"role for channel {channel!r} (aptship token create --role read --channel "
             f"{channel}), never a publish, promote or admin token"
         )
-    server_state().config.channel(channel)  # NotFound for a channel the config lacks
+    suites = server_state().config.suites(channel)  # NotFound for a channel the config lacks
+    for suite in suites:
+        require("read", suite.name)
     repo = server_state().repo
     token = request_secret()
     if not _SAFE_TOKEN.match(token):
@@ -99,6 +132,7 @@ def setup(channel: str) -> Response:
         "@MACHINE@": auth_machine(url),
         "@TOKEN@": token,
         "@PINS_LIST@": apt_list_name(f"{url}/dists/{channel}/{PINS_PATH}"),
+        "@SELECT_SUITE@": select_suite(url, channel, suites),
         "@KEY@": embeddable(repo.signer.export_public().decode("ascii")),
     }
     script = re.sub(r"@[A-Z_]+@", lambda m: values.get(m.group(0), m.group(0)), script_template())

@@ -303,7 +303,11 @@ def _headers(response: Response) -> Response:
 
 @bp.context_processor
 def _template_globals() -> dict[str, Any]:
-    return {"csrf_token": csrf_token, "me": g.get("ui_token")}
+    return {
+        "csrf_token": csrf_token,
+        "me": g.get("ui_token"),
+        "config_distributions": server_state().config.distributions,
+    }
 
 
 def _error_page(status: int, message: str) -> tuple[str, int]:
@@ -576,6 +580,30 @@ def package(name: str) -> str:
             )
         )
     return render_template("ui/package.html", name=name, sections=sections, here=this_page())
+
+
+# -- releases across distributions ----------------------------------------------------
+@bp.get("/releases")
+def releases() -> str:
+    """One row per package and channel: its release and each distribution's build."""
+    from publisher.distributions import release_of
+
+    token = me()
+    state = server_state()
+    tables = []
+    for channel, suites in state.config.groups.items():
+        if not all(token.covers(s) for s in suites):
+            continue
+        pins = {s: ui_state().summary(state.repo, s)["packages"] for s in suites}
+        names = sorted({name for packages in pins.values() for name in packages})
+        rows = []
+        for name in names[:MAX_ROWS]:
+            builds = {s: pins[s].get(name, {}).get("pin") for s in suites}
+            found = {release_of(v) for v in builds.values() if v}
+            split = len(found) > 1
+            rows.append((name, None if split else next(iter(found), None), builds, split))
+        tables.append((channel, suites, rows))
+    return render_template("ui/releases.html", tables=tables)
 
 
 # -- history --------------------------------------------------------------------------

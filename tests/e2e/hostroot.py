@@ -1,11 +1,11 @@
 """A throwaway Debian host root for tests that must really install packages.
 
 :func:`host_root_tarball` builds ``mmdebstrap --variant=apt --include=python3,ca-certificates
-bookworm`` once and keeps the tarball in a cache directory (``$APTSHIP_TEST_CACHE``, else
-``~/.cache/aptship-tests``), reused across test runs.  :func:`host_root` unpacks it into a
-fresh directory (on tmpfs when it can: see :func:`_fast_base`) for one test and removes
-it afterwards; :func:`run_in_root` runs a command
-there with ``chroot``.  Needs root (mmdebstrap's root mode, chroot) and no mounts: apt and
+bookworm`` (or another suite, e.g. trixie) once and keeps the tarball in a cache directory
+(``$APTSHIP_TEST_CACHE``, else ``~/.cache/aptship-tests``), reused across test runs.
+:func:`host_root` unpacks it into a fresh directory (on tmpfs when it can: see
+:func:`_fast_base`) for one test and removes it afterwards; :func:`run_in_root` runs a
+command there with ``chroot``.  Needs root (mmdebstrap's root mode, chroot) and no mounts: apt and
 dpkg in the chroot warn about /dev/pts and /proc and go on.
 
 The Debian mirror is the one this machine's apt already uses (read from
@@ -25,6 +25,8 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+from publisher import buildroot
+
 SUITE = "bookworm"
 VARIANT = "apt"
 INCLUDE = ("python3", "ca-certificates")
@@ -37,58 +39,10 @@ ROOT_ENV = {
 }
 
 
-def _sources_entries(apt_dir: Path) -> Iterator[tuple[list[str], str, list[str], list[str]]]:
-    """(types, uri, suites, components) of every entry in the machine's apt sources."""
-    one_line = [apt_dir / "sources.list", *sorted((apt_dir / "sources.list.d").glob("*.list"))]
-    for path in one_line:
-        if not path.is_file():
-            continue
-        for raw in path.read_text().splitlines():
-            words = raw.split("#", 1)[0].split()
-            if words and words[1:2] and words[1].startswith("["):
-                # Drop an options block: deb [signed-by=... arch=...] URI suite comps
-                end = next((i for i, w in enumerate(words) if w.endswith("]")), None)
-                if end is None:
-                    continue
-                words = [words[0], *words[end + 1 :]]
-            if len(words) >= 3:
-                yield [words[0]], words[1], [words[2]], words[3:]
-    for path in sorted((apt_dir / "sources.list.d").glob("*.sources")):
-        for block in path.read_text().split("\n\n"):
-            fields: dict[str, str] = {}
-            key = None
-            for line in block.splitlines():
-                if line.startswith("#") or not line.strip():
-                    continue
-                if line[0].isspace() and key:
-                    fields[key] += " " + line.strip()
-                elif ":" in line:
-                    key, value = line.split(":", 1)
-                    key = key.strip().lower()
-                    fields[key] = value.strip()
-            if fields.get("enabled", "yes").lower() == "no":
-                continue
-            for uri in fields.get("uris", "").split():
-                yield (
-                    fields.get("types", "").split(),
-                    uri,
-                    fields.get("suites", "").split(),
-                    fields.get("components", "").split(),
-                )
-
-
 def debian_mirror(suite: str = SUITE, apt_dir: Path = APT_DIR) -> str:
-    """The URI this machine's apt uses for ``<suite> main`` (``$APTSHIP_DEBIAN_MIRROR`` wins)."""
-    override = os.environ.get("APTSHIP_DEBIAN_MIRROR")
-    if override:
-        return override
-    for types, uri, suites, components in _sources_entries(apt_dir):
-        if "deb" in types and suite in suites and "main" in components:
-            return uri
-    raise RuntimeError(
-        f"no apt source for '{suite} main' in {apt_dir}/sources.list(.d): "
-        "set APTSHIP_DEBIAN_MIRROR to a Debian mirror this machine can reach"
-    )
+    """The URI this machine's apt uses for ``<suite> main`` (``$APTSHIP_DEBIAN_MIRROR`` wins):
+    the product's own look-up (:func:`publisher.buildroot.debian_mirror`)."""
+    return buildroot.debian_mirror(suite, apt_dir)
 
 
 def mirror_line(suite: str = SUITE) -> str:
@@ -103,12 +57,12 @@ def cache_dir() -> Path:
 
 
 @functools.cache
-def host_root_tarball() -> Path:
+def host_root_tarball(suite: str = SUITE) -> Path:
     """The cached host root tarball, built with mmdebstrap when missing (~25 s, ~215 MB)."""
-    line = mirror_line()
-    recipe = {"suite": SUITE, "variant": VARIANT, "include": INCLUDE, "mirror": line}
+    line = mirror_line(suite)
+    recipe = {"suite": suite, "variant": VARIANT, "include": INCLUDE, "mirror": line}
     key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
-    tarball = cache_dir() / f"hostroot-{SUITE}-{key}.tar"
+    tarball = cache_dir() / f"hostroot-{suite}-{key}.tar"
     if tarball.is_file():
         return tarball
     if shutil.which("mmdebstrap") is None:
@@ -126,7 +80,7 @@ def host_root_tarball() -> Path:
                 "--format=tar",
                 # Like the machine's own apt setup: mirrors may serve an older Release.
                 "--aptopt=Acquire::Check-Valid-Until false",
-                SUITE,
+                suite,
                 str(partial),
                 line,
             ],
@@ -173,13 +127,13 @@ def _fast_base(tmp_path: Path) -> Path:
 
 
 @contextmanager
-def host_root(tmp_path: Path) -> Iterator[Path]:
-    """Unpack the host root into a fresh directory; remove it afterwards.
+def host_root(tmp_path: Path, suite: str = SUITE) -> Iterator[Path]:
+    """Unpack the host root (of ``suite``) into a fresh directory; remove it afterwards.
 
     The directory is below /dev/shm when that is usable (see :func:`_fast_base`), else
     below ``tmp_path``.
     """
-    tarball = host_root_tarball()
+    tarball = host_root_tarball(suite)
     root = Path(tempfile.mkdtemp(prefix="aptship-hostroot-", dir=_fast_base(tmp_path)))
     try:
         subprocess.run(
