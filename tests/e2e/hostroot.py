@@ -162,3 +162,15 @@ def run_in_root(
         stdin=subprocess.DEVNULL,
         timeout=timeout,
     )
+
+
+def in_root(root: Path, command: str) -> subprocess.CompletedProcess[str]:
+    """Run a shell command inside ``root``; it must succeed."""
+    result = run_in_root(root, ["sh", "-c", command])
+    assert result.returncode == 0, f"{command}:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def installed_version(root: Path, package: str) -> str:
+    """The version of ``package`` dpkg has installed in ``root``."""
+    return in_root(root, f"dpkg-query -W -f='${{Version}}' {package}").stdout.strip()

@@ -21,9 +21,14 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.clirun import aptship_ok
 from tests.e2e.dhv import PACKAGE, aptship, copy_hello
-from tests.e2e.hostroot import cache_dir, host_root
-from tests.e2e.test_release_flow import cli, in_root, installed_version
+from tests.e2e.hostroot import cache_dir, host_root, in_root, installed_version
+
+
+def cli(*args: str, **env: str) -> str:
+    return aptship_ok(*args, env=env)
+
 
 pytestmark = pytest.mark.e2e
 build_seconds: dict[str, float] = {}
@@ -120,7 +125,7 @@ def test_one_release_two_distributions(tmp_path: Path, monkeypatch: pytest.Monke
 
         def converge(root: Path) -> str:
             in_root(root, f"apt-get update && apt-get install -y {PACKAGE}")
-            return installed_version(root)
+            return installed_version(root, PACKAGE)
 
         promote("1.0.0")
         roots = {"bookworm": web_bookworm, "trixie": web_trixie}

@@ -23,7 +23,8 @@ import requests
 
 from tests.aptenv import set_up_host
 from tests.clirun import aptship_ok
-from tests.e2e.hostroot import host_root, run_in_root
+from tests.e2e.hostroot import host_root, in_root
+from tests.e2e.hostroot import installed_version as hostroot_installed_version
 from tests.server.live import start_server
 
 pytestmark = pytest.mark.e2e
@@ -34,15 +35,8 @@ def cli(*args: str, **env: str) -> str:
     return aptship_ok(*args, env=env)
 
 
-def in_root(root: Path, command: str) -> subprocess.CompletedProcess[str]:
-    result = run_in_root(root, ["sh", "-c", command])
-    assert result.returncode == 0, f"{command}:\n{result.stdout}\n{result.stderr}"
-    return result
-
-
 def installed_version(root: Path) -> str:
-    out = in_root(root, f"dpkg-query -W -f='${{Version}}' {SERVICE}").stdout
-    return out.strip()
+    return hostroot_installed_version(root, SERVICE)
 
 
 def configure_host(root: Path, url: str, channel: str, token: str, host_id: str) -> None:

@@ -11,9 +11,8 @@ from typing import Any
 from flask.testing import FlaskClient
 
 from publisher.errors import NotFound
-from publisher.tokens import TokenStore
 from repo_server import create_app
-from tests.conftest import config_dict
+from tests.conftest import config_dict, tokens_of
 from tests.server.conftest import BufferedClient, toml_dumps
 
 DebFactory = Callable[..., Path]
@@ -26,7 +25,7 @@ def test_release_operations_through_the_api(
     data["repository"]["distributions"] = ["bookworm", "trixie"]
     config = tmp_path / "aptship.toml"
     config.write_text(toml_dumps(data))
-    store = TokenStore(tmp_path / "tokens.json")
+    store = tokens_of(config)
     every = ["dev", "staging", "bookworm-dev", "trixie-dev", "bookworm-staging", "trixie-staging"]
     admin = {"Authorization": f"Bearer {store.create('admin', 'admin', every)}"}
     app = create_app(config)

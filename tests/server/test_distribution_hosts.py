@@ -14,9 +14,8 @@ import requests
 
 from publisher.config import load_config
 from publisher.repo import Repository
-from publisher.tokens import TokenStore
 from tests.aptenv import set_up_host
-from tests.conftest import config_dict, snapshot
+from tests.conftest import config_dict, snapshot, tokens_of
 from tests.server.conftest import toml_dumps
 from tests.server.live import start_server
 
@@ -31,9 +30,7 @@ def dist_config(tmp_path: Path, gpg_key: tuple[Path, str]) -> tuple[Path, str]:
     data["repository"]["distributions"] = ["bookworm", "trixie"]
     path = tmp_path / "aptship.toml"
     path.write_text(toml_dumps(data))
-    secret = TokenStore(tmp_path / "tokens.json").create(
-        "host", "read", ["dev", "bookworm-dev", "trixie-dev"]
-    )
+    secret = tokens_of(path).create("host", "read", ["dev", "bookworm-dev", "trixie-dev"])
     return path, secret
 
 

@@ -11,9 +11,8 @@ import pytest
 
 from publisher.config import load_config
 from publisher.repo import Repository
-from publisher.tokens import TokenStore
 from repo_server import create_app
-from tests.conftest import config_dict
+from tests.conftest import config_dict, tokens_of
 from tests.server.conftest import BufferedClient, toml_dumps
 from tests.ui import SESSION_VAR, csrf_of
 
@@ -31,7 +30,7 @@ def test_releases_page_shows_builds_per_distribution(
     data["server"]["secret_key_env"] = SESSION_VAR
     config = tmp_path / "aptship.toml"
     config.write_text(toml_dumps(data))
-    store = TokenStore(tmp_path / "tokens.json")
+    store = tokens_of(config)
     reader = store.create("reader", "read", ["dev", "bookworm-dev", "trixie-dev"])
     repo = Repository(load_config(config))
     for n in (12, 13):
