@@ -491,7 +491,8 @@ def target_server(target: str, driver: AptshipDriver, work: Path) -> Iterator[st
 def make_tokens(driver: AptshipDriver) -> dict[str, list[str]]:
     from publisher.tokens import open_tokens
 
-    store = open_tokens(driver.repository().config.server.tokens_file)
+    repo = driver.repository()
+    store = open_tokens(repo.config, repo.storage)
     tag = f"{time.time_ns():x}"
     return {
         ch: [store.create(f"fleet-{ch}-{tag}-{i}", "read", [ch]) for i in range(TOKENS_PER_CHANNEL)]
