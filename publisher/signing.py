@@ -2,8 +2,17 @@
 
 ``InRelease`` (clearsigned) and ``Release.gpg`` (detached, armored) carry one
 signature from every configured key, so keys can be rotated by listing the new key
-beside the old one until every host trusts it.  Each signature is verified right
-after signing; nothing unsigned or wrongly signed is ever returned.
+beside the old one until every host trusts it.  Nothing unsigned or wrongly signed is
+ever returned.
+
+One gpg process signs, one verifies (docs/operations.md, "Signing"): a text-mode
+detached signature (class 0x01) of a Release whose lines carry no trailing blanks
+and no CR signs exactly the text a cleartext signature of it signs (RFC 4880,
+section 7.1: the line ending before the armor header is not part of the text, so
+the clearsigned body ends with one empty line).  So the same signature is
+``Release.gpg`` and, wrapped in the cleartext framework, ``InRelease``.  The
+assembled ``InRelease`` is then verified once, which checks the signature, the
+``Hash:`` header and the dash-escaping together.
 """
 
 from __future__ import annotations
@@ -39,6 +48,33 @@ def _gpg(home: Path | None) -> Any:
         raise SigningError(f"cannot run gpg: {exc}") from exc
 
 
+# OpenPGP hash algorithm ids (RFC 4880, 9.4) -> the name a cleartext "Hash:" header uses
+HASH_NAMES = {"2": "SHA1", "8": "SHA256", "9": "SHA384", "10": "SHA512", "11": "SHA224"}
+
+
+def cleartext_safe(text: bytes) -> bool:
+    """Whether a text-mode signature of ``text`` also verifies as its cleartext
+    signature: UTF-8, ends with a newline, no CR, no line with trailing blanks (the
+    cleartext form strips them, a text-mode signature does not)."""
+    try:
+        text.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    if not text.endswith(b"\n") or b"\r" in text:
+        return False
+    return not any(line.endswith((b" ", b"\t")) for line in text.split(b"\n"))
+
+
+def clearsigned(text: bytes, signature: bytes, hash_name: str) -> bytes:
+    """``text`` in the cleartext signature framework (RFC 4880, 7) with ``signature``,
+    a text-mode signature of it.  Lines starting with ``-`` are dash-escaped; the
+    empty line before the armor keeps ``text``'s final newline in the signed text."""
+    lines = text.split(b"\n")[:-1]
+    body = b"".join((b"- " + ln if ln.startswith(b"-") else ln) + b"\n" for ln in lines)
+    header = b"-----BEGIN PGP SIGNED MESSAGE-----\nHash: " + hash_name.encode() + b"\n\n"
+    return header + body + b"\n" + signature
+
+
 def key_matches(configured: str, *seen: str | None) -> bool:
     """Whether a configured key (fingerprint or key id, ``0x`` and a trailing ``!``
     allowed) names one of ``seen``: the signing (sub)key's fingerprint or id, or the
@@ -60,8 +96,10 @@ class Signer:
             self._gpg_obj = _gpg(self.cfg.gnupghome)
         return self._gpg_obj
 
-    def _sign(self, data: bytes, *, clearsign: bool) -> bytes:
+    def _sign(self, data: bytes, *, clearsign: bool, textmode: bool = False) -> Any:
         extra: list[str] = ["--digest-algo", "SHA512"]
+        if textmode:
+            extra.append("--textmode")
         for key in self.cfg.keys:
             extra += ["--local-user", key]
         result = self.gpg.sign(
@@ -78,7 +116,7 @@ class Signer:
             raise SigningError(
                 f"gpg could not sign with key(s) {', '.join(self.cfg.keys)}: {status}"
             )
-        return bytes(result.data)
+        return result
 
     def check_signed_by(self, result: Any, what: str) -> None:
         """Every configured key made a valid signature in a python-gnupg verify result
@@ -103,9 +141,23 @@ class Signer:
                 raise SigningError(f"{what}: no valid signature by key {key} after signing")
 
     def sign_release(self, release: bytes) -> Signatures:
-        inrelease = self._sign(release, clearsign=True)
+        """Sign ``release`` once (text mode, detached) and verify it once, as InRelease."""
+        if not cleartext_safe(release):
+            return self._sign_twice(release)
+        result = self._sign(release, clearsign=False, textmode=True)
+        detached = bytes(result.data)
+        hash_name = HASH_NAMES.get(str(getattr(result, "hash_algo", "")))
+        if hash_name is None:
+            raise SigningError(f"gpg signed with an unexpected hash algorithm ({result.hash_algo})")
+        inrelease = clearsigned(release, detached, hash_name)
         self.check_signed_by(self.gpg.verify(inrelease), "InRelease")
-        detached = self._sign(release, clearsign=False)
+        return Signatures(inrelease=inrelease, release_gpg=detached)
+
+    def _sign_twice(self, release: bytes) -> Signatures:
+        """A Release the one-signature form cannot carry: gpg clearsigns it itself."""
+        inrelease = bytes(self._sign(release, clearsign=True).data)
+        self.check_signed_by(self.gpg.verify(inrelease), "InRelease")
+        detached = bytes(self._sign(release, clearsign=False).data)
         with tempfile.NamedTemporaryFile(suffix=".gpg") as sig:
             sig.write(detached)
             sig.flush()
