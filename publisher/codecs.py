@@ -86,6 +86,17 @@ def join(fmt: str, parts: Sequence[Part]) -> bytes:
     raise ValueError(f"unknown index format {fmt!r}")
 
 
+def part_text(fmt: str, part: Part) -> bytes:
+    """The uncompressed text of one part made by :func:`make_part`."""
+    if fmt == "plain":
+        return part[1]
+    if fmt == "gz":
+        return gzip.decompress(part[1])
+    if fmt == "xz":
+        return lzma.decompress(join("xz", [part]), format=lzma.FORMAT_XZ)
+    raise ValueError(f"unknown index format {fmt!r}")
+
+
 def layout(parts: Sequence[Part]) -> Layout:
     return [[b, len(data), *meta] for b, data, meta in parts]
 
