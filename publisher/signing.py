@@ -206,30 +206,45 @@ class GpgvResult:
     signers: list[tuple[str, str]]  # (signing key fingerprint, its primary's) per good signature
 
 
-def gpgv_check(keyring_asc: bytes, signed: bytes, data: bytes | None = None) -> GpgvResult:
-    """Check a signature with ``gpgv`` against an armored public key, as apt does.
+class Gpgv:
+    """``gpgv`` against one armored public key, dearmored once for several checks."""
 
-    ``signed`` is an InRelease (``data`` None) or a detached signature of ``data``.
-    ``signers`` comes from gpgv's ``VALIDSIG`` status lines.
-    """
-    if shutil.which("gpgv") is None:
-        raise SigningError("gpgv is not installed (Debian package gpgv)")
-    with tempfile.TemporaryDirectory(prefix="aptship-gpgv-") as tmp:
-        t = Path(tmp)
-        (t / "key.asc").write_bytes(keyring_asc)
-        keyring = t / "keyring.gpg"
+    def __init__(self, keyring_asc: bytes) -> None:
+        if shutil.which("gpgv") is None:
+            raise SigningError("gpgv is not installed (Debian package gpgv)")
+        self._tmp = tempfile.TemporaryDirectory(prefix="aptship-gpgv-")
+        self.dir = Path(self._tmp.name)
+        (self.dir / "key.asc").write_bytes(keyring_asc)
+        self.keyring = self.dir / "keyring.gpg"
         dearmor = subprocess.run(
-            ["gpg", "--batch", "--yes", "--dearmor", "-o", str(keyring), str(t / "key.asc")],
+            [
+                "gpg",
+                "--batch",
+                "--yes",
+                "--dearmor",
+                "-o",
+                str(self.keyring),
+                str(self.dir / "key.asc"),
+            ],
             capture_output=True,
             check=False,
         )
-        if dearmor.returncode != 0:
-            return GpgvResult(False, dearmor.stderr.decode(errors="replace"), [])
-        (t / "sig").write_bytes(signed)
-        args = ["gpgv", "--status-fd", "1", "--keyring", str(keyring), str(t / "sig")]
+        self.error = "" if dearmor.returncode == 0 else dearmor.stderr.decode(errors="replace")
+
+    def __enter__(self) -> Gpgv:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._tmp.cleanup()
+
+    def check(self, signed: bytes, data: bytes | None = None) -> GpgvResult:
+        if self.error:
+            return GpgvResult(False, self.error, [])
+        (self.dir / "sig").write_bytes(signed)
+        args = ["gpgv", "--status-fd", "1", "--keyring", str(self.keyring), str(self.dir / "sig")]
         if data is not None:
-            (t / "data").write_bytes(data)
-            args.append(str(t / "data"))
+            (self.dir / "data").write_bytes(data)
+            args.append(str(self.dir / "data"))
         proc = subprocess.run(args, capture_output=True, check=False)
         signers = []
         for line in proc.stdout.decode(errors="replace").splitlines():
@@ -237,6 +252,16 @@ def gpgv_check(keyring_asc: bytes, signed: bytes, data: bytes | None = None) -> 
             if fields[:2] == ["[GNUPG:]", "VALIDSIG"] and len(fields) >= 12:
                 signers.append((fields[2], fields[11]))
         return GpgvResult(proc.returncode == 0, proc.stderr.decode(errors="replace"), signers)
+
+
+def gpgv_check(keyring_asc: bytes, signed: bytes, data: bytes | None = None) -> GpgvResult:
+    """Check a signature with ``gpgv`` against an armored public key, as apt does.
+
+    ``signed`` is an InRelease (``data`` None) or a detached signature of ``data``.
+    ``signers`` comes from gpgv's ``VALIDSIG`` status lines.
+    """
+    with Gpgv(keyring_asc) as gpgv:
+        return gpgv.check(signed, data)
 
 
 def gpgv_verify(keyring_asc: bytes, signed: bytes, data: bytes | None = None) -> tuple[bool, str]:
