@@ -24,7 +24,7 @@ from publisher.cli_common import (
     version_option,
     warn_deprecated,
 )
-from publisher.errors import AptshipError, UsageError
+from publisher.errors import AptshipError, InvalidPackage, UsageError
 
 # Modules whose ``COMMANDS`` are registered on the group: adding a command module
 # is one line here.
@@ -79,6 +79,29 @@ def init(directory: Path, as_json: bool) -> None:
     )
 
 
+def expand_debs(args: tuple[Path, ...]) -> list[Path]:
+    """FILE arguments of ``publish``: a .deb, a directory (its ``*.deb`` files, not
+    recursive, sorted) or ``@LIST`` (one path per line; blank lines ignored)."""
+    out: list[Path] = []
+    for arg in args:
+        text = str(arg)
+        if text.startswith("@"):
+            listed = Path(text[1:])
+            try:
+                with listed.open(encoding="utf-8") as fh:
+                    out += [Path(line.strip()) for line in fh if line.strip()]
+            except (OSError, UnicodeDecodeError) as exc:
+                raise InvalidPackage(f"cannot read the file list {listed}: {exc}") from exc
+        elif arg.is_dir():
+            found = sorted(p for p in arg.iterdir() if p.name.endswith(".deb") and p.is_file())
+            if not found:
+                raise InvalidPackage(f"{arg}: directory holds no .deb file")
+            out += found
+        else:
+            out.append(arg)
+    return out
+
+
 @cli.command()
 @channel_option("Channel (apt suite) to publish into.")
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
@@ -87,15 +110,21 @@ def init(directory: Path, as_json: bool) -> None:
 def publish(ctx: Context, channel: str, files: tuple[Path, ...], as_json: bool) -> None:
     """Validate FILES (.deb), store them in the pool and add them to the channel.
 
+    A FILE may be a directory (its *.deb files) or @LIST (a file naming one .deb per
+    line); locally the whole set is one commit and one render, however many files.
     Nothing is written if one file is invalid; the same bytes again are a no-op.
     """
+    from publisher.repo import Repository
+
+    debs = expand_debs(files)
     repo = ctx.ops
-    show_bar = not as_json and sys.stderr.isatty() and len(files) > 1
+    batch = repo.publish_all if isinstance(repo, Repository) else repo.publish
+    show_bar = not as_json and sys.stderr.isatty() and len(debs) > 1
     if show_bar:
-        with click.progressbar(length=len(files), label="publishing", file=sys.stderr) as bar:
-            results = repo.publish(channel, files, progress=bar.update)
+        with click.progressbar(length=len(debs), label="publishing", file=sys.stderr) as bar:
+            results = batch(channel, debs, progress=bar.update)
     else:
-        results = repo.publish(channel, files)
+        results = batch(channel, debs)
     if as_json:
         emit_json(results)
         return

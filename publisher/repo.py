@@ -193,15 +193,29 @@ class Repository(LifecycleOps):
         progress: Progress | None = None,
     ) -> list[dict[str, Any]]:
         """Publish .debs into ``channel``; one JSON-ready result per file."""
-        chan = self.config.channel(channel)
-        if not paths:
-            raise InvalidPackage("no .deb files given")
         limits = self.config.limits
         if len(paths) > limits.max_batch_files:
             raise BatchTooLarge(
                 f"{len(paths)} files in one publish; at most {limits.max_batch_files} "
                 "(limits.max_batch_files)"
             )
+        return self.publish_all(channel, paths, progress=progress)
+
+    def publish_all(
+        self,
+        channel: str,
+        paths: Sequence[str | Path],
+        *,
+        progress: Progress | None = None,
+    ) -> list[dict[str, Any]]:
+        """:meth:`publish` without ``limits.max_batch_files``: the local CLI's
+        ``publish DIR`` / ``@LIST`` (docs/cli.md).  However many files, every one is
+        inspected before any is stored, and the batch is one commit, one audit event
+        and one render.  The server's API never calls this."""
+        chan = self.config.channel(channel)
+        if not paths:
+            raise InvalidPackage("no .deb files given")
+        limits = self.config.limits
         # each inspection runs dpkg-deb once (limits.dpkg_check): overlap them in a batch
         with ThreadPoolExecutor(max_workers=min(4, len(paths))) as pool:
             infos = list(pool.map(lambda p: inspect_deb(p, limits), paths))
