@@ -81,7 +81,8 @@ def init(directory: Path, as_json: bool) -> None:
 
 def expand_debs(args: tuple[Path, ...]) -> list[Path]:
     """FILE arguments of ``publish``: a .deb, a directory (its ``*.deb`` files, not
-    recursive, sorted) or ``@LIST`` (one path per line; blank lines ignored)."""
+    recursive, sorted; a directory named ``*.deb`` is refused as not a regular file)
+    or ``@LIST`` (one path per line; blank lines ignored)."""
     out: list[Path] = []
     for arg in args:
         text = str(arg)
@@ -92,7 +93,7 @@ def expand_debs(args: tuple[Path, ...]) -> list[Path]:
                     out += [Path(line.strip()) for line in fh if line.strip()]
             except (OSError, UnicodeDecodeError) as exc:
                 raise InvalidPackage(f"cannot read the file list {listed}: {exc}") from exc
-        elif arg.is_dir():
+        elif arg.is_dir() and not arg.name.endswith(".deb"):  # a *.deb must be a file
             found = sorted(p for p in arg.iterdir() if p.name.endswith(".deb") and p.is_file())
             if not found:
                 raise InvalidPackage(f"{arg}: directory holds no .deb file")
