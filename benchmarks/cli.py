@@ -170,7 +170,7 @@ class Bench:
         self.failures: list[str] = []
         self.checks: list[str] = []
         self.hints: list[str] = []
-        self.s3: dict[int, dict[str, list[Any]]] = {}
+        self.s3: dict[tuple[int, str], dict[str, list[Any]]] = {}  # (N, config) -> op
         self.server: dict[str, Any] = {}
         self.help_time: float | None = None
         self.scaleout: Any = None
@@ -238,14 +238,17 @@ class Bench:
                 continue
             if self.args.smoke or size == min(self.args.sizes):
                 self.check(driver, picks)  # full runs: a spot check at the smallest size
-            if isinstance(driver, AptshipDriver) and driver.formats is None:
-                if not self.args.skip_s3 and size <= 10000:
-                    try:
-                        self.run_s3(driver, size)
-                    except Exception as exc:
-                        self.fail(f"S3 at N={size}", exc)
-                if self.kept is None or self.kept.size < size:
-                    self.kept = driver
+            if isinstance(driver, AptshipDriver) and not self.args.skip_s3 and size <= 10000:
+                try:
+                    self.run_s3(driver, size)
+                except Exception as exc:
+                    self.fail(f"S3 at N={size} ({driver.name})", exc)
+            if (
+                isinstance(driver, AptshipDriver)
+                and driver.formats is None
+                and (self.kept is None or self.kept.size < size)
+            ):
+                self.kept = driver
 
     def run_driver(
         self, d: Driver, size: int, files: list[Path], extras: list[Path]
@@ -329,9 +332,9 @@ class Bench:
                     lambda r, p=package, v=version: r.promote(p, v, BENCH, STAGE),
                 )
             )
-        self.s3[size] = {"add": adds, "promote": promotes}
+        self.s3[size, local.name] = {"add": adds, "promote": promotes}
         self.log(
-            f"  S3 N={size}: add one {[a.requests for a in adds]} requests, "
+            f"  S3 {local.name} N={size}: add one {[a.requests for a in adds]} requests, "
             f"promote one {[p.requests for p in promotes]} requests"
         )
         if self.args.smoke:
@@ -603,6 +606,7 @@ def render_report(b: Bench, elapsed: float) -> str:
     ]
     if not b.args.smoke:
         lines += render_targets(b)
+        lines += render_round2(b)
     lines += render_samples(b)
     if b.notes or b.failures:
         lines += ["## Notes and failures", ""]
@@ -632,13 +636,14 @@ def render_s3(b: Bench) -> list[str]:
     if not b.s3:
         return ["## S3", "", "Not measured (needs a size <= 10,000).", ""]
     rows = []
-    for size, ops in sorted(b.s3.items()):
+    for (size, label), ops in sorted(b.s3.items()):
         for op, title in (("add", "add one .deb"), ("promote", "promote one")):
             counts = sorted({c.requests for c in ops[op]})
             sent = sorted(c.bytes_sent for c in ops[op])
             rows.append(
                 [
                     f"{size:,}",
+                    label,
                     title,
                     " / ".join(str(c) for c in counts),
                     f"{sent[len(sent) // 2] / 1024:.1f} KiB",
@@ -652,7 +657,9 @@ def render_s3(b: Bench) -> list[str]:
         "`bytes_sent`), retries included; in process, so no interpreter start-up. "
         "Several values in one cell mean the runs differed.",
         "",
-        md_table(["N", "operation", "requests", "bytes sent (median)", "wall (moto)"], rows),
+        md_table(
+            ["N", "config", "operation", "requests", "bytes sent (median)", "wall (moto)"], rows
+        ),
         "",
     ]
 
@@ -756,11 +763,16 @@ def render_targets(b: Bench) -> list[str]:
             None if rss is None else rss.rss_mb < 300,
         )
     if b.s3:
-        counts = {size: max(c.requests for c in ops["add"]) for size, ops in b.s3.items()}
+        counts = {
+            size: max(c.requests for c in ops["add"])
+            for (size, label), ops in b.s3.items()
+            if label == APTSHIP_CONFIGS[0][0]
+        }
         text = ", ".join(f"{c} at {s:,}" for s, c in sorted(counts.items()))
         flat = len(set(counts.values())) == 1 and len(counts) > 1
-        target("S3 add one <= 25 requests", text, max(counts.values()) <= 25)
-        target("S3 add one O(1) in N", text, flat if len(counts) > 1 else None)
+        if counts:
+            target("S3 add one <= 25 requests", text, max(counts.values()) <= 25)
+            target("S3 add one O(1) in N", text, flat if len(counts) > 1 else None)
     else:
         target("S3 add one <= 25 requests, O(1) in N", "n/a", None)
     res = b.server.get("results")
@@ -781,6 +793,79 @@ def render_targets(b: Bench) -> list[str]:
         None if b.help_time is None else b.help_time < 0.15,
     )
     return ["## Targets", "", md_table(["target", "measured", "verdict"], rows), ""]
+
+
+# issue 17's table: (operation, N, op, value before, peers, target rule)
+ROUND2 = (
+    ("add one .deb at 50k", 50000, "add", "0.78 s", ("reprepro", "aptly"), 0.3),
+    ("promote one at 50k", 50000, "promote", "0.76 s", ("reprepro", "aptly"), 0.3),
+    ("add one at 1k", 1000, "add", "0.29 s", ("aptly", "reprepro"), 0.15),
+    ("import 10k .debs", 10000, "import", "13-24 s", ("aptly",), None),
+    ("re-render + sign at 10k", 10000, "reindex", "1.77 s", ("reprepro",), None),
+    ("verify --fast at 10k", 10000, "verify", "1.05 s", ("reprepro", "aptly"), 0.3),
+)
+
+
+def render_round2(b: Bench) -> list[str]:
+    """Issue 17's before/after table, re-measured in this run, with the peers' ratios."""
+    rows = []
+    for title, size, op, before, peers, limit in ROUND2:
+        for label, _ in APTSHIP_CONFIGS:
+            mine = _wall(b, size, label, op)
+            seen = {p: _wall(b, size, p, op) for p in peers}
+            cells = ", ".join(
+                f"{p} {fmt_seconds(v)} ({fmt_ratio(v, mine)})" for p, v in seen.items()
+            )
+            if limit is not None:
+                goal = f"<= {limit} s" + (" and < aptly" if op == "add" and size == 1000 else "")
+                ok = mine is not None and mine <= limit
+                if op == "add" and size == 1000:
+                    ok = ok and (seen.get("aptly") is None or mine < (seen["aptly"] or 0))
+            else:
+                goal = f"<= {peers[0]}"
+                ref = seen.get(peers[0])
+                ok = mine is not None and ref is not None and mine <= ref
+            verdict = "not measured" if mine is None else ("met" if ok else "MISSED")
+            rows.append([title, label, before, fmt_seconds(mine), cells, goal, verdict])
+    for label, _ in APTSHIP_CONFIGS:
+        s3 = b.s3.get((10000, label), {}).get("add")
+        sent = sorted(c.bytes_sent for c in s3) if s3 else []
+        mid = sent[len(sent) // 2] / 1024**2 if sent else None
+        rows.append(
+            [
+                "S3 bytes sent per add-one at 10k",
+                label,
+                "28 MB",
+                "n/a" if mid is None else f"{mid:.2f} MB",
+                "-",
+                "<= 4 MB",
+                "not measured" if mid is None else ("met" if mid <= 4 else "MISSED"),
+            ]
+        )
+        imp = _get(b, 50000, label, "import")
+        aptly = _get(b, 50000, "aptly", "import")
+        rows.append(
+            [
+                "import 50k peak RSS",
+                label,
+                "281 MB",
+                f"{imp.rss_mb:.0f} MB" if imp else "n/a",
+                f"aptly {aptly.rss_mb:.0f} MB" if aptly else "-",
+                "<= 150 MB",
+                "not measured" if imp is None else ("met" if imp.rss_mb <= 150 else "MISSED"),
+            ]
+        )
+    return [
+        "## Issue 17 (performance, round 2): before and after",
+        "",
+        '"before" is the issue\'s table; the ratio after each peer is peer time / '
+        "aptship time (above 1: aptship is faster).",
+        "",
+        md_table(
+            ["operation", "config", "before", "now", "peers (ratio)", "target", "verdict"], rows
+        ),
+        "",
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -90,7 +90,7 @@ class Driver:
 
 class AptshipDriver(Driver):
     commands: ClassVar[dict[str, str]] = {
-        "import": "aptship publish --channel bench FILE... (in chunks of the command line)",
+        "import": "aptship publish --channel bench @LIST (one commit, one render)",
         "add": "aptship publish --channel bench FILE",
         "promote": "aptship promote PKG=VER --from bench --to stage",
         "reindex": "aptship reindex --channel bench",
@@ -145,10 +145,10 @@ class AptshipDriver(Driver):
         return [APTSHIP, "--config", str(self.config_path), *args]
 
     def import_all(self, files: Sequence[Path]) -> Sample:
-        return run_all(
-            (self.cli("publish", "--channel", BENCH, *chunk) for chunk in chunk_args(files)),
-            env=self.env,
-        )
+        # one command, one commit, one render: `publish @LIST` (docs/cli.md)
+        listing = self.root / "import.list"
+        listing.write_text("".join(f"{f}\n" for f in files))
+        return run(self.cli("publish", "--channel", BENCH, f"@{listing}"), env=self.env)[0]
 
     def repository(self):  # type: ignore[no-untyped-def]
         from publisher.config import load_config

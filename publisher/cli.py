@@ -27,7 +27,7 @@ from publisher.cli_common import (
     version_option,
     warn_deprecated,
 )
-from publisher.errors import AptshipError, UsageError
+from publisher.errors import AptshipError, InvalidPackage, UsageError
 
 # Modules whose ``COMMANDS`` are registered on the group: adding a command module
 # is one line here.
@@ -84,6 +84,30 @@ def init(directory: Path, as_json: bool) -> None:
     )
 
 
+def expand_debs(args: tuple[Path, ...]) -> list[Path]:
+    """FILE arguments of ``publish``: a .deb, a directory (its ``*.deb`` files, not
+    recursive, sorted; a directory named ``*.deb`` is refused as not a regular file)
+    or ``@LIST`` (one path per line; blank lines ignored)."""
+    out: list[Path] = []
+    for arg in args:
+        text = str(arg)
+        if text.startswith("@"):
+            listed = Path(text[1:])
+            try:
+                with listed.open(encoding="utf-8") as fh:
+                    out += [Path(line.strip()) for line in fh if line.strip()]
+            except (OSError, UnicodeDecodeError) as exc:
+                raise InvalidPackage(f"cannot read the file list {listed}: {exc}") from exc
+        elif arg.is_dir() and not arg.name.endswith(".deb"):  # a *.deb must be a file
+            found = sorted(p for p in arg.iterdir() if p.name.endswith(".deb") and p.is_file())
+            if not found:
+                raise InvalidPackage(f"{arg}: directory holds no .deb file")
+            out += found
+        else:
+            out.append(arg)
+    return out
+
+
 @cli.command()
 @channel_option("Channel (apt suite) to publish into.")
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
@@ -106,8 +130,11 @@ def publish(
 ) -> None:
     """Validate FILES (.deb), store them in the pool and add them to the channel.
 
+    A FILE may be a directory (its *.deb files) or @LIST (a file naming one .deb per
+    line); locally the whole set is one commit and one render, however many files.
     Nothing is written if one file is invalid; the same bytes again are a no-op.
     """
+    debs = expand_debs(files)
     if oidc:
         if not ctx.server:
             raise UsageError("--oidc works with --server URL (the server exchanges the token)")
@@ -116,12 +143,14 @@ def publish(
         repo: Operations = oidc_repository(ctx.server)
     else:
         repo = ctx.ops
-    show_bar = not as_json and sys.stderr.isatty() and len(files) > 1
+    # locally, any number of files is one commit per suite; remotely, one upload per file
+    batch = repo.publish_all
+    show_bar = not as_json and sys.stderr.isatty() and len(debs) > 1
     if show_bar:
-        with click.progressbar(length=len(files), label="publishing", file=sys.stderr) as bar:
-            results = repo.publish(channel, files, progress=bar.update, dist=dist)
+        with click.progressbar(length=len(debs), label="publishing", file=sys.stderr) as bar:
+            results = batch(channel, debs, progress=bar.update, dist=dist)
     else:
-        results = repo.publish(channel, files, dist=dist)
+        results = batch(channel, debs, dist=dist)
     if as_json:
         emit_json(results)
         return

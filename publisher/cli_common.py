@@ -42,6 +42,14 @@ class Operations(Protocol):
         progress: Callable[[int], None] | None = None,
         dist: str | None = None,
     ) -> list[PublishRow]: ...
+    def publish_all(
+        self,
+        channel: str,
+        paths: Sequence[str | Path],
+        *,
+        progress: Callable[[int], None] | None = None,
+        dist: str | None = None,
+    ) -> list[PublishRow]: ...
     def promote(
         self,
         package: str,

@@ -46,15 +46,16 @@ KEYRING_KEY = "archive-keyring.asc"
 
 
 def rendered_formats(config: Config) -> tuple[str, ...]:
-    """Formats rendered for every index: always ``plain``, plus the configured ones.
+    """Formats rendered and stored (by-hash copies) for every index: the configured ones.
 
     apt looks an index up in Release by its uncompressed name and checks the
     decompressed file against that entry's hashes, so Release always lists the
-    uncompressed ``Packages`` (as Debian's archive does) and its by-hash copies exist
-    (they are also the base the next publish splices into).  The file at the plain
-    path is written only when ``plain`` is in ``index_formats``.
+    uncompressed ``Packages`` (as Debian's archive does).  Without ``plain`` in
+    ``index_formats`` that entry is only listed: its digests are taken over the
+    segments' text, and neither the file nor a by-hash copy is written (apt fetches
+    a compressed file; ``tests/test_publish_apt.py``).
     """
-    return ("plain", *(f for f in config.index_formats if f != "plain"))
+    return tuple(config.index_formats)
 
 
 def served(config: Config, path: str) -> bool:
@@ -264,8 +265,13 @@ class DistWriter:
         payloads: dict[str, bytes] = {}
         for arch in chan.architectures:
             texts = {b: segment_text(es, arch) for b, es in entries.items()}
+            merged: dict[str, list[codecs.Part] | None] = {}
             for fmt in rendered_formats(self.config):
-                self._splice_file(view, old, new, payloads, index_path(arch, fmt), fmt, texts, full)
+                merged[fmt] = self._splice_file(
+                    view, old, new, payloads, index_path(arch, fmt), fmt, texts, full
+                )
+            if "plain" not in merged:
+                self._list_plain(view.channel, old, new, arch, texts, merged)
         # The channel's pins travel in the signed suite as one more index (docs/hosts.md).
         pins = {
             b: pins_segment(chan.name, view.shard(b)) if b in head.shards else b"" for b in changed
@@ -283,26 +289,58 @@ class DistWriter:
         fmt: str,
         texts: dict[str, bytes],
         full: bool,
-    ) -> None:
+    ) -> list[codecs.Part] | None:
         """Put ``path`` into ``new``: the previous file with the changed buckets'
-        ``texts`` spliced in, or (``full``) built from ``texts`` alone."""
+        ``texts`` spliced in, or (``full``) built from ``texts`` alone.  Returns the
+        new file's parts, or None when the previous file is kept as it was."""
         parts: list[codecs.Part] = []
         if not full:
             prev = old.files[path]
-            present = {str(row[0]) for row in prev.layout}
-            if not any(text or b in present for b, text in texts.items()):
+            if not self._touched(prev, texts):
                 new.files[path] = prev  # no changed bucket has entries in this file
-                return
+                return None
             parts = self._base_parts(view.channel, fmt, prev)
         merged = splice(
             parts, {b: codecs.make_part(fmt, b, t) if t else None for b, t in texts.items()}
         )
         if not full and merged == parts:
             new.files[path] = old.files[path]
-            return
+            return None
         info, data = IndexFile.build(path, fmt, merged)
         new.files[path] = info
         payloads[path] = data
+        return merged
+
+    @staticmethod
+    def _touched(prev: IndexFile, texts: dict[str, bytes]) -> bool:
+        present = {str(row[0]) for row in prev.layout}
+        return any(text or b in present for b, text in texts.items())
+
+    def _list_plain(
+        self,
+        channel: str,
+        old: Record,
+        new: Record,
+        arch: str,
+        texts: dict[str, bytes],
+        merged: dict[str, list[codecs.Part] | None],
+    ) -> None:
+        """The uncompressed ``Packages`` that Release lists but nobody stores: its
+        digests over the changed buckets' ``texts`` and the other buckets' text,
+        decompressed from the parts of a stored format (the first configured)."""
+        path = index_path(arch, "plain")
+        fmt, parts = next(iter(merged.items()))
+        prev = old.files.get(path)
+        if parts is None:
+            if prev is not None and not self._touched(prev, texts):
+                new.files[path] = prev
+                return
+            # the stored file did not change: take its parts as they are
+            parts = self._base_parts(channel, fmt, new.files[index_path(arch, fmt)])
+        new.files[path] = IndexFile.listed(
+            path,
+            ((p[0], texts[p[0]] if p[0] in texts else codecs.part_text(fmt, p)) for p in parts),
+        )
 
     def _base_parts(self, channel: str, fmt: str, info: IndexFile) -> list[codecs.Part]:
         """The previous index file split into its bucket parts."""

@@ -15,8 +15,11 @@ from publisher.state import Entry
 from publisher.versions import version_key
 
 SUFFIX = {"plain": "", "gz": ".gz", "xz": ".xz"}
-BY_HASH = ("SHA256", "SHA512")  # apt fetches by-hash with the strongest hash in Release
-RELEASE_HASHES = (("MD5Sum", "md5"), ("SHA256", "sha256"), ("SHA512", "sha512"))
+# What Release lists, as Debian's archive does: MD5Sum and SHA256.  apt checks and
+# fetches by-hash with the strongest hash listed, so by-hash holds SHA256 copies only
+# (docs/s3.md, "Request budget").  Records of older versions may name SHA512
+# digests; they are ignored, and their SHA512 copies left to gc.
+RELEASE_HASHES = (("MD5Sum", "md5"), ("SHA256", "sha256"))
 
 
 def decompress(name: str, data: bytes) -> bytes:
@@ -58,8 +61,10 @@ class IndexFile:
     size: int
     md5: str
     sha256: str
-    sha512: str
     layout: codecs.Layout
+    # False: listed in Release only (the uncompressed Packages when ``plain`` is not
+    # in index_formats): no by-hash copy, no file at its path (docs/s3.md)
+    stored: bool = True
 
     @classmethod
     def build(cls, path: str, fmt: str, parts: list[codecs.Part]) -> tuple[IndexFile, bytes]:
@@ -69,25 +74,36 @@ class IndexFile:
             size=len(data),
             md5=hashlib.md5(data, usedforsecurity=False).hexdigest(),
             sha256=hashlib.sha256(data).hexdigest(),
-            sha512=hashlib.sha512(data).hexdigest(),
             layout=codecs.layout(parts),
         )
         return info, data
 
+    @classmethod
+    def listed(cls, path: str, texts: Iterable[tuple[str, bytes]]) -> IndexFile:
+        """A file that is only listed in Release: its digests over ``texts`` (bucket,
+        text) in order, each byte hashed once and the whole never joined."""
+        md5 = hashlib.md5(usedforsecurity=False)
+        sha256 = hashlib.sha256()
+        size = 0
+        lay: codecs.Layout = []
+        for bucket, text in texts:
+            md5.update(text)
+            sha256.update(text)
+            size += len(text)
+            lay.append([bucket, len(text)])
+        return cls(path, size, md5.hexdigest(), sha256.hexdigest(), lay, stored=False)
+
     def by_hash(self) -> list[str]:
         """Paths (below dists/<channel>/) of this file's by-hash copies."""
-        return [
-            by_hash_path(self.path, self.sha256),
-            by_hash_path(self.path, self.sha512, "SHA512"),
-        ]
+        return [by_hash_path(self.path, self.sha256)] if self.stored else []
 
     def to_json(self) -> dict[str, object]:
         return {
             "size": self.size,
             "md5": self.md5,
             "sha256": self.sha256,
-            "sha512": self.sha512,
             "layout": self.layout,
+            **({} if self.stored else {"stored": False}),
         }
 
     @classmethod
@@ -100,8 +116,8 @@ class IndexFile:
             size=int(str(data["size"])),
             md5=str(data["md5"]),
             sha256=str(data["sha256"]),
-            sha512=str(data["sha512"]),
             layout=lay,
+            stored=data.get("stored", True) is not False,
         )
 
 

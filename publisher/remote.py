@@ -149,6 +149,18 @@ class RemoteRepository:
                 progress(1)
         return results
 
+    def publish_all(
+        self,
+        channel: str,
+        paths: Sequence[str | os.PathLike[str]],
+        *,
+        progress: Callable[[int], None] | None = None,
+        dist: str | None = None,
+    ) -> list[PublishRow]:
+        """Remotely the same as :meth:`publish`: one upload per file, each its own commit
+        on the server (whose API bounds a request, not a batch)."""
+        return self.publish(channel, paths, progress=progress, dist=dist)
+
     def promote(
         self,
         package: str,

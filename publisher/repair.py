@@ -18,7 +18,7 @@ from debian.deb822 import Deb822
 from publisher.audit import current_actor
 from publisher.dists import dists_key, read_record
 from publisher.errors import NotFound, StorageError
-from publisher.index import index_path
+from publisher.index import decompress, index_path
 from publisher.pins import set_pin
 from publisher.state import ChannelState, Entry, bucket_of
 from publisher.versions import newest
@@ -43,10 +43,16 @@ def _published_entries(repo: Repository, channel: str) -> list[Entry]:
     record = read_record(repo.storage, channel)
     found: dict[tuple[str, str, str], Entry] = {}
     for arch in repo.config.channel(channel).architectures:
-        info = record.files.get(index_path(arch, "plain"))
-        if info is None:
+        stored = [
+            (fmt, info)
+            for fmt in ("plain", "gz", "xz")
+            if (info := record.files.get(index_path(arch, fmt))) is not None and info.stored
+        ]
+        if not stored:
             continue
-        text = repo.storage.read_bytes(dists_key(channel, info.by_hash()[0])).decode("utf-8")
+        info = stored[0][1]
+        data = repo.storage.read_bytes(dists_key(channel, info.by_hash()[0]))
+        text = decompress(info.path, data).decode("utf-8")
         for block in text.split("\n\n"):
             if not block.strip():
                 continue

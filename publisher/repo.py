@@ -272,14 +272,29 @@ class Repository(ReleaseOps):
         With distributions, each .deb goes to the suite of its distribution (its
         ``+debNN`` stamp, or ``dist``); one commit per suite, in distribution order.
         """
-        if not paths:
-            raise InvalidPackage("no .deb files given")
         limits = self.config.limits
         if len(paths) > limits.max_batch_files:
             raise BatchTooLarge(
                 f"{len(paths)} files in one publish; at most {limits.max_batch_files} "
                 "(limits.max_batch_files)"
             )
+        return self.publish_all(channel, paths, progress=progress, dist=dist)
+
+    def publish_all(
+        self,
+        channel: str,
+        paths: Sequence[str | Path],
+        *,
+        progress: Progress | None = None,
+        dist: str | None = None,
+    ) -> list[PublishRow]:
+        """:meth:`publish` without ``limits.max_batch_files``: the local CLI's
+        ``publish DIR`` / ``@LIST`` (docs/cli.md).  However many files, every one is
+        inspected before any is stored, and each suite's batch is one commit, one audit
+        event and one render.  The server's API never calls this."""
+        if not paths:
+            raise InvalidPackage("no .deb files given")
+        limits = self.config.limits
         self.config.suites(channel)  # NotFound before any file is read
         # each inspection runs dpkg-deb once (limits.dpkg_check): overlap them in a batch
         with ThreadPoolExecutor(max_workers=min(4, len(paths))) as pool:

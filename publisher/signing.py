@@ -2,8 +2,17 @@
 
 ``InRelease`` (clearsigned) and ``Release.gpg`` (detached, armored) carry one
 signature from every configured key, so keys can be rotated by listing the new key
-beside the old one until every host trusts it.  Each signature is verified right
-after signing; nothing unsigned or wrongly signed is ever returned.
+beside the old one until every host trusts it.  Nothing unsigned or wrongly signed is
+ever returned.
+
+One gpg process signs, one verifies (docs/operations.md, "Signing"): a text-mode
+detached signature (class 0x01) of a Release whose lines carry no trailing blanks
+and no CR signs exactly the text a cleartext signature of it signs (RFC 4880,
+section 7.1: the line ending before the armor header is not part of the text, so
+the clearsigned body ends with one empty line).  So the same signature is
+``Release.gpg`` and, wrapped in the cleartext framework, ``InRelease``.  The
+assembled ``InRelease`` is then verified once, which checks the signature, the
+``Hash:`` header and the dash-escaping together.
 """
 
 from __future__ import annotations
@@ -39,6 +48,33 @@ def _gpg(home: Path | None) -> Any:
         raise SigningError(f"cannot run gpg: {exc}") from exc
 
 
+# OpenPGP hash algorithm ids (RFC 4880, 9.4) -> the name a cleartext "Hash:" header uses
+HASH_NAMES = {"2": "SHA1", "8": "SHA256", "9": "SHA384", "10": "SHA512", "11": "SHA224"}
+
+
+def cleartext_safe(text: bytes) -> bool:
+    """Whether a text-mode signature of ``text`` also verifies as its cleartext
+    signature: UTF-8, ends with a newline, no CR, no line with trailing blanks (the
+    cleartext form strips them, a text-mode signature does not)."""
+    try:
+        text.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    if not text.endswith(b"\n") or b"\r" in text:
+        return False
+    return not any(line.endswith((b" ", b"\t")) for line in text.split(b"\n"))
+
+
+def clearsigned(text: bytes, signature: bytes, hash_name: str) -> bytes:
+    """``text`` in the cleartext signature framework (RFC 4880, 7) with ``signature``,
+    a text-mode signature of it.  Lines starting with ``-`` are dash-escaped; the
+    empty line before the armor keeps ``text``'s final newline in the signed text."""
+    lines = text.split(b"\n")[:-1]
+    body = b"".join((b"- " + ln if ln.startswith(b"-") else ln) + b"\n" for ln in lines)
+    header = b"-----BEGIN PGP SIGNED MESSAGE-----\nHash: " + hash_name.encode() + b"\n\n"
+    return header + body + b"\n" + signature
+
+
 def key_matches(configured: str, *seen: str | None) -> bool:
     """Whether a configured key (fingerprint or key id, ``0x`` and a trailing ``!``
     allowed) names one of ``seen``: the signing (sub)key's fingerprint or id, or the
@@ -60,8 +96,10 @@ class Signer:
             self._gpg_obj = _gpg(self.cfg.gnupghome)
         return self._gpg_obj
 
-    def _sign(self, data: bytes, *, clearsign: bool) -> bytes:
+    def _sign(self, data: bytes, *, clearsign: bool, textmode: bool = False) -> Any:
         extra: list[str] = ["--digest-algo", "SHA512"]
+        if textmode:
+            extra.append("--textmode")
         for key in self.cfg.keys:
             extra += ["--local-user", key]
         result = self.gpg.sign(
@@ -78,7 +116,7 @@ class Signer:
             raise SigningError(
                 f"gpg could not sign with key(s) {', '.join(self.cfg.keys)}: {status}"
             )
-        return bytes(result.data)
+        return result
 
     def check_signed_by(self, result: Any, what: str) -> None:
         """Every configured key made a valid signature in a python-gnupg verify result
@@ -103,9 +141,23 @@ class Signer:
                 raise SigningError(f"{what}: no valid signature by key {key} after signing")
 
     def sign_release(self, release: bytes) -> Signatures:
-        inrelease = self._sign(release, clearsign=True)
+        """Sign ``release`` once (text mode, detached) and verify it once, as InRelease."""
+        if not cleartext_safe(release):
+            return self._sign_twice(release)
+        result = self._sign(release, clearsign=False, textmode=True)
+        detached = bytes(result.data)
+        hash_name = HASH_NAMES.get(str(getattr(result, "hash_algo", "")))
+        if hash_name is None:
+            raise SigningError(f"gpg signed with an unexpected hash algorithm ({result.hash_algo})")
+        inrelease = clearsigned(release, detached, hash_name)
         self.check_signed_by(self.gpg.verify(inrelease), "InRelease")
-        detached = self._sign(release, clearsign=False)
+        return Signatures(inrelease=inrelease, release_gpg=detached)
+
+    def _sign_twice(self, release: bytes) -> Signatures:
+        """A Release the one-signature form cannot carry: gpg clearsigns it itself."""
+        inrelease = bytes(self._sign(release, clearsign=True).data)
+        self.check_signed_by(self.gpg.verify(inrelease), "InRelease")
+        detached = bytes(self._sign(release, clearsign=False).data)
         with tempfile.NamedTemporaryFile(suffix=".gpg") as sig:
             sig.write(detached)
             sig.flush()
@@ -154,30 +206,45 @@ class GpgvResult:
     signers: list[tuple[str, str]]  # (signing key fingerprint, its primary's) per good signature
 
 
-def gpgv_check(keyring_asc: bytes, signed: bytes, data: bytes | None = None) -> GpgvResult:
-    """Check a signature with ``gpgv`` against an armored public key, as apt does.
+class Gpgv:
+    """``gpgv`` against one armored public key, dearmored once for several checks."""
 
-    ``signed`` is an InRelease (``data`` None) or a detached signature of ``data``.
-    ``signers`` comes from gpgv's ``VALIDSIG`` status lines.
-    """
-    if shutil.which("gpgv") is None:
-        raise SigningError("gpgv is not installed (Debian package gpgv)")
-    with tempfile.TemporaryDirectory(prefix="aptship-gpgv-") as tmp:
-        t = Path(tmp)
-        (t / "key.asc").write_bytes(keyring_asc)
-        keyring = t / "keyring.gpg"
+    def __init__(self, keyring_asc: bytes) -> None:
+        if shutil.which("gpgv") is None:
+            raise SigningError("gpgv is not installed (Debian package gpgv)")
+        self._tmp = tempfile.TemporaryDirectory(prefix="aptship-gpgv-")
+        self.dir = Path(self._tmp.name)
+        (self.dir / "key.asc").write_bytes(keyring_asc)
+        self.keyring = self.dir / "keyring.gpg"
         dearmor = subprocess.run(
-            ["gpg", "--batch", "--yes", "--dearmor", "-o", str(keyring), str(t / "key.asc")],
+            [
+                "gpg",
+                "--batch",
+                "--yes",
+                "--dearmor",
+                "-o",
+                str(self.keyring),
+                str(self.dir / "key.asc"),
+            ],
             capture_output=True,
             check=False,
         )
-        if dearmor.returncode != 0:
-            return GpgvResult(False, dearmor.stderr.decode(errors="replace"), [])
-        (t / "sig").write_bytes(signed)
-        args = ["gpgv", "--status-fd", "1", "--keyring", str(keyring), str(t / "sig")]
+        self.error = "" if dearmor.returncode == 0 else dearmor.stderr.decode(errors="replace")
+
+    def __enter__(self) -> Gpgv:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._tmp.cleanup()
+
+    def check(self, signed: bytes, data: bytes | None = None) -> GpgvResult:
+        if self.error:
+            return GpgvResult(False, self.error, [])
+        (self.dir / "sig").write_bytes(signed)
+        args = ["gpgv", "--status-fd", "1", "--keyring", str(self.keyring), str(self.dir / "sig")]
         if data is not None:
-            (t / "data").write_bytes(data)
-            args.append(str(t / "data"))
+            (self.dir / "data").write_bytes(data)
+            args.append(str(self.dir / "data"))
         proc = subprocess.run(args, capture_output=True, check=False)
         signers = []
         for line in proc.stdout.decode(errors="replace").splitlines():
@@ -185,6 +252,16 @@ def gpgv_check(keyring_asc: bytes, signed: bytes, data: bytes | None = None) -> 
             if fields[:2] == ["[GNUPG:]", "VALIDSIG"] and len(fields) >= 12:
                 signers.append((fields[2], fields[11]))
         return GpgvResult(proc.returncode == 0, proc.stderr.decode(errors="replace"), signers)
+
+
+def gpgv_check(keyring_asc: bytes, signed: bytes, data: bytes | None = None) -> GpgvResult:
+    """Check a signature with ``gpgv`` against an armored public key, as apt does.
+
+    ``signed`` is an InRelease (``data`` None) or a detached signature of ``data``.
+    ``signers`` comes from gpgv's ``VALIDSIG`` status lines.
+    """
+    with Gpgv(keyring_asc) as gpgv:
+        return gpgv.check(signed, data)
 
 
 def gpgv_verify(keyring_asc: bytes, signed: bytes, data: bytes | None = None) -> tuple[bool, str]:

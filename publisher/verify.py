@@ -4,7 +4,9 @@ For every channel: the InRelease and Release.gpg signatures (gpgv against the
 published ``archive-keyring.asc``), every index's size and hashes against Release
 and every by-hash copy, that the published record shows the newest committed state,
 and that every entry's pool file exists with the right size and SHA256 (``fast``:
-size only).  Returns a list of problems; empty means healthy.
+size only).  ``fast`` also hashes each index once (its by-hash copy, which apt
+fetches) and skips the uncompressed ``Packages`` that Release only lists.  Returns a
+list of problems; empty means healthy.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from publisher.dists import dists_key, read_record, served
 from publisher.errors import NotFound, StorageError
-from publisher.signing import gpgv_check, gpgv_verify, key_matches
+from publisher.signing import Gpgv, key_matches
 from publisher.state import shard_key
 
 if TYPE_CHECKING:
@@ -53,6 +55,87 @@ def _unsigned_keys(repo: Repository, what: str, signers: list[tuple[str, str]]) 
     ]
 
 
+def _index_problems(
+    repo: Repository,
+    channel: str,
+    path: str,
+    sums: dict[str, tuple[str, int]],
+    files: dict[str, dict[str, tuple[str, int]]],
+    *,
+    fast: bool,
+) -> list[str]:
+    """One file Release lists: its plain path and its by-hash copies (what apt
+    fetches).  Each index is hashed once: ``fast`` checks the by-hash copies' hashes
+    and the plain path's size only; a full check hashes both."""
+    problems: list[str] = []
+    storage = repo.serving
+    sha256, size = sums.get("sha256", ("", -1))
+    key = dists_key(channel, path)
+    native = repo.config.engine == "native"
+    listed_only = native and not served(repo.config, path)
+    try:
+        info = storage.stat(key)
+    except NotFound:
+        # Release lists the uncompressed Packages even where only .gz/.xz are served
+        if not listed_only:
+            problems.append(f"{key}: listed in Release but missing")
+    else:
+        if info.size != size:
+            problems.append(f"{key}: size {info.size} but Release says {size}")
+        elif not fast and _digest(repo, key, "sha256") != sha256:
+            problems.append(f"{key}: SHA256 differs from Release")
+    if listed_only:
+        if not fast:
+            problems += _listed_problems(repo, channel, path, sha256, size, files)
+        return problems  # listed only (docs/s3.md): no file, no by-hash copy
+    base = key.rsplit("/", 1)[0]
+    for kind, name in (("SHA256", "sha256"), ("SHA512", "sha512")):
+        if name not in sums:
+            continue
+        by_hash = f"{base}/by-hash/{kind}/{sums[name][0]}"
+        try:
+            if _digest(repo, by_hash, name) != sums[name][0]:
+                problems.append(f"{by_hash}: content does not match its name")
+        except NotFound:
+            problems.append(f"{by_hash}: missing (apt fetches indexes by hash)")
+    return problems
+
+
+def _listed_problems(
+    repo: Repository,
+    channel: str,
+    path: str,
+    sha256: str,
+    size: int,
+    files: dict[str, dict[str, tuple[str, int]]],
+) -> list[str]:
+    """A listed-only uncompressed index: its digest is the decompressed text of the
+    compressed files served beside it (streamed, bounded memory)."""
+    import gzip
+    import lzma
+
+    problems: list[str] = []
+    for suffix, opener in ((".gz", gzip.open), (".xz", lzma.open)):
+        if path + suffix not in files:
+            continue
+        h, n = hashlib.sha256(), 0
+        try:
+            key = dists_key(channel, path + suffix)
+            with repo.serving.open_read(key) as raw, opener(raw) as fh:
+                while chunk := fh.read(CHUNK):
+                    h.update(chunk)
+                    n += len(chunk)
+        except (OSError, EOFError, lzma.LZMAError, NotFound) as exc:
+            problems.append(f"{dists_key(channel, path + suffix)}: cannot decompress ({exc})")
+            continue
+        if (h.hexdigest(), n) != (sha256, size):
+            problems.append(
+                f"{dists_key(channel, path + suffix)}: decompressed text differs from "
+                f"the {path} listed in Release"
+            )
+    return problems
+
+
 def verify_channel(repo: Repository, channel: str, *, fast: bool) -> list[str]:
     problems: list[str] = []
     storage = repo.serving  # dists/ and pool/ as apt sees them (aptly's tree with aptly)
@@ -71,7 +154,9 @@ def verify_channel(repo: Repository, channel: str, *, fast: bool) -> list[str]:
         release_gpg = storage.read_bytes(dists_key(channel, "Release.gpg"))
     except NotFound as exc:
         return [f"{channel}: {exc.message}; run `aptship reindex`"]
-    checked = gpgv_check(keyring, inrelease)
+    with Gpgv(keyring) as gpgv:
+        checked = gpgv.check(inrelease)
+        detached_ok = gpgv.check(release_gpg, release).ok
     if not checked.ok:
         out = checked.output.strip()
         last = out.splitlines()[-1] if out else "gpgv failed"
@@ -80,35 +165,13 @@ def verify_channel(repo: Repository, channel: str, *, fast: bool) -> list[str]:
         )
     elif repo.config.engine == "native":  # aptly signs with the keys of its own config
         problems += _unsigned_keys(repo, f"{where}/InRelease", checked.signers)
-    ok, out = gpgv_verify(keyring, release_gpg, release)
-    if not ok:
+    if not detached_ok:
         problems.append(f"{where}/Release.gpg: signature does not verify against Release")
     if release not in inrelease.replace(b"\r\n", b"\n"):
         problems.append(f"{where}/InRelease: signed text differs from Release")
-    for path, sums in sorted(_release_files(release).items()):
-        sha256, size = sums.get("sha256", ("", -1))
-        key = dists_key(channel, path)
-        try:
-            info = storage.stat(key)
-        except NotFound:
-            # Release lists the uncompressed Packages even where only .gz/.xz are served
-            if served(repo.config, path) or repo.config.engine != "native":
-                problems.append(f"{key}: listed in Release but missing")
-        else:
-            if info.size != size:
-                problems.append(f"{key}: size {info.size} but Release says {size}")
-            elif _digest(repo, key, "sha256") != sha256:
-                problems.append(f"{key}: SHA256 differs from Release")
-        base = key.rsplit("/", 1)[0]
-        for kind, name in (("SHA256", "sha256"), ("SHA512", "sha512")):
-            if name not in sums:
-                continue
-            by_hash = f"{base}/by-hash/{kind}/{sums[name][0]}"
-            try:
-                if _digest(repo, by_hash, name) != sums[name][0]:
-                    problems.append(f"{by_hash}: content does not match its name")
-            except NotFound:
-                problems.append(f"{by_hash}: missing (apt fetches indexes by hash)")
+    files = _release_files(release)
+    for path, sums in sorted(files.items()):
+        problems += _index_problems(repo, channel, path, sums, files, fast=fast)
     head = repo.states.read_head(channel)
     record = read_record(repo.storage, channel)
     if repo.config.engine != "native":

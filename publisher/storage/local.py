@@ -8,7 +8,10 @@
   is no lock file that can go stale.
 * ETags are ``<inode>-<mtime_ns>-<size>``: every write makes a new inode.
 * Every key is checked (:func:`check_key`) and the resolved path must stay inside
-  the root, so ``..``, absolute keys and escaping symlinks are refused.
+  the root, so ``..``, absolute keys and escaping symlinks are refused.  A key's
+  directory is resolved once per storage object (then remembered); its last
+  component is resolved on every call when it is a symlink.  A directory replaced by
+  an escaping symlink after it was resolved needs write access to the root itself.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from publisher.storage.keys import check_key
 
 CHUNK = 1024 * 1024
 _TMP_PREFIX = ".tmp-"
+DIR_CACHE = 4096  # resolved directories remembered per LocalStorage
 
 
 def _etag(st: os.stat_result) -> str:
@@ -41,18 +45,39 @@ class LocalStorage:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).absolute()
         self._real_root = os.path.realpath(self.root)
+        self._real_dirs: dict[str, str] = {}  # directory key -> its checked real path
 
     def describe(self) -> str:
         return str(self.root)
 
     # -- path resolution -------------------------------------------------------
+    def _inside(self, real: str) -> bool:
+        return real == self._real_root or real.startswith(self._real_root + os.sep)
+
+    def _real_dir(self, parent: str) -> str:
+        """The real path of directory key ``parent`` ("" is the root), checked inside
+        the root.  Existing directories are remembered (bounded): resolving every
+        component of every key (an lstat each) was most of ``verify --fast``."""
+        real = self._real_dirs.get(parent)
+        if real is None:
+            real = os.path.realpath(self.root / parent) if parent else self._real_root
+            if not self._inside(real):
+                raise UsageError(f"storage key {parent!r} resolves outside the repository")
+            if os.path.isdir(real):
+                if len(self._real_dirs) >= DIR_CACHE:
+                    self._real_dirs.clear()
+                self._real_dirs[parent] = real
+        return real
+
     def _path(self, key: str) -> Path:
         check_key(key)
-        path = self.root / key
-        real = os.path.realpath(path)
-        if real != self._real_root and not real.startswith(self._real_root + os.sep):
+        parent, _, name = key.rpartition("/")
+        real = os.path.join(self._real_dir(parent), name)
+        if os.path.islink(real):  # the last component is resolved whenever it is a link
+            real = os.path.realpath(real)
+        if not self._inside(real):
             raise UsageError(f"storage key {key!r} resolves outside the repository")
-        return path
+        return self.root / key
 
     def local_path(self, key: str) -> Path | None:
         path = self._path(key)

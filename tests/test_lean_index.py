@@ -1,0 +1,119 @@
+"""Release lists MD5Sum and SHA256, by-hash holds SHA256 copies of stored files only,
+and without ``plain`` in index_formats the uncompressed Packages is listed, never
+written (docs/s3.md, "Request budget").  A real apt-get accepts the result."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import lzma
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from publisher.dists import read_record
+from publisher.repo import KEYRING_KEY, Repository
+from publisher.state import bucket_of, shard_key
+from publisher.verify import verify
+from tests.aptenv import AptEnv
+from tests.httpserve import serve_directory
+
+RepoFactory = Callable[..., Repository]
+
+
+def release_entries(release: str, field: str) -> dict[str, tuple[str, int]]:
+    from debian.deb822 import Release
+
+    return {i["name"]: (i[field], int(i["size"])) for i in Release(release).get(field, [])}
+
+
+def check_listed_plain(repo: Repository, root: Path) -> None:
+    """Each arch's listed Packages digests equal the text inside Packages.gz and .xz."""
+    release = (root / "dists/dev/Release").read_text()
+    assert "SHA512" not in release
+    sha256 = release_entries(release, "sha256")
+    md5 = release_entries(release, "md5sum")
+    for arch in ("amd64", "arm64"):
+        base = root / f"dists/dev/main/binary-{arch}"
+        text = gzip.decompress((base / "Packages.gz").read_bytes())
+        assert lzma.decompress((base / "Packages.xz").read_bytes()) == text
+        name = f"main/binary-{arch}/Packages"
+        assert sha256[name] == (hashlib.sha256(text).hexdigest(), len(text))
+        assert md5[name] == (hashlib.md5(text, usedforsecurity=False).hexdigest(), len(text))
+        assert not (base / "Packages").exists()
+        assert not (base / "by-hash/SHA512").exists()
+        stored = {p.name for p in (base / "by-hash/SHA256").iterdir()}
+        assert hashlib.sha256(text).hexdigest() not in stored
+        for suffix in (".gz", ".xz"):
+            assert sha256[name + suffix][0] in stored
+    assert verify(repo) == []
+
+
+@pytest.mark.parametrize("formats", [["gz", "xz"], ["xz"]])
+def test_listed_plain_follows_every_change(
+    make_repo: RepoFactory, debs: Callable[..., Path], tmp_path: Path, formats: list[str]
+) -> None:
+    repo = make_repo(index_formats=formats)
+    root = tmp_path / "repo"
+    names = [f"pkg{i}" for i in range(12)]
+    repo.publish("dev", [debs(n, "1.0-1") for n in names])
+    if formats == ["gz", "xz"]:
+        check_listed_plain(repo, root)
+    repo.publish("dev", [debs("pkg3", "2.0-1")])  # incremental: one bucket changes
+    repo.publish("dev", [debs("allpkg", "1.0", "all")])  # both architectures change
+    repo.remove("pkg5", "1.0-1", "dev", force=True)  # a bucket may empty
+    repo.promote("pkg3", "2.0-1", "dev", "staging")
+    if formats == ["gz", "xz"]:
+        check_listed_plain(repo, root)
+    release = (root / "dists/dev/Release").read_text()
+    incremental = release_entries(release, "sha256")
+    repo.reindex(["dev"])  # a full render lists the same digests
+    assert release_entries((root / "dists/dev/Release").read_text(), "sha256") == incremental
+    assert verify(repo) == []
+
+
+def test_repair_reads_a_stored_format(
+    make_repo: RepoFactory, debs: Callable[..., Path], tmp_path: Path
+) -> None:
+    """A lost shard is rebuilt from the published Packages.gz when no plain is stored."""
+    repo = make_repo(index_formats=["gz", "xz"])
+    repo.publish("dev", [debs("app", "1.0-1"), debs("app", "2.0-1")])
+    head = repo.states.read_head("dev")
+    bucket = bucket_of("app")
+    (tmp_path / "repo" / shard_key("dev", bucket, head.shards[bucket])).unlink()
+    repo = make_repo(index_formats=["gz", "xz"])  # nothing cached
+    assert verify(repo) != []
+    repo.reindex(["dev"])
+    assert verify(repo) == []
+    assert {e.version for e in repo.states.view("dev").require("app").entries} == {
+        "1.0-1",
+        "2.0-1",
+    }
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("order", ["xz", "gz"])
+def test_apt_accepts_a_listed_only_plain_index_after_incremental_publishes(
+    make_repo: RepoFactory, debs: Callable[..., Path], tmp_path: Path, order: str
+) -> None:
+    repo = make_repo(index_formats=["gz", "xz"])
+    repo.publish("dev", [debs(f"pkg{i}", "1.0-1") for i in range(6)])
+    deb = debs("app", "1.0-1")
+    repo.publish("dev", [deb])
+    repo.publish("dev", [debs("pkg2", "2.0-1")])
+    assert read_record(repo.storage, "dev").files["main/binary-amd64/Packages"].stored is False
+    root = tmp_path / "repo"
+    apt = AptEnv(tmp_path / "apt")
+    apt.config.write_text(
+        apt.config.read_text() + f'Acquire::CompressionTypes::Order {{ "{order}"; }};\n'
+    )
+    with serve_directory(root) as (url, requests):
+        apt.add_source(url, "dev", root / KEYRING_KEY)
+        result = apt.update()
+        assert result.returncode == 0, result.output
+        assert "W:" not in result.output and "E:" not in result.output, result.output
+        assert any("/by-hash/SHA256/" in r for r in requests), requests
+        assert not any(r.endswith("/Packages") for r in requests), requests
+        assert apt.fetch("app=1.0-1") == deb.read_bytes()
+        assert "2.0-1" in apt.policy("pkg2").output

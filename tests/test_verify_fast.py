@@ -1,0 +1,71 @@
+"""``verify --fast``: signatures, index sizes and each index's hash once (the by-hash
+copy apt fetches), pool sizes; the full verify also hashes every plain path, every
+pool file, and checks a listed-only Packages against the compressed files."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+from publisher.repo import Repository
+from publisher.verify import verify
+
+RepoFactory = Callable[..., Repository]
+
+
+def flip_last_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_fast_checks_by_hash_copies_and_sizes(
+    repo: Repository, debs: Callable[..., Path], tmp_path: Path
+) -> None:
+    repo.publish("dev", [debs("app", "1.0-1")])
+    root = tmp_path / "repo"
+    assert verify(repo, fast=True) == [] and verify(repo) == []
+    base = root / "dists/dev/main/binary-amd64"
+    flip_last_byte(base / "Packages")  # same size: only the full check hashes plain paths
+    assert verify(repo, fast=True) == []
+    assert any("Packages: SHA256 differs" in p for p in verify(repo))
+    gz = next(p for p in (base / "by-hash/SHA256").iterdir() if p.read_bytes()[:2] == b"\x1f\x8b")
+    flip_last_byte(gz)
+    assert any("content does not match its name" in p for p in verify(repo, fast=True))
+
+
+def test_fast_checks_pool_sizes_not_bytes(
+    repo: Repository, debs: Callable[..., Path], tmp_path: Path
+) -> None:
+    repo.publish("dev", [debs("app", "1.0-1")])
+    pool = next((tmp_path / "repo/pool").rglob("*.deb"))
+    flip_last_byte(pool)
+    assert verify(repo, fast=True) == []
+    assert any("SHA256 differs from the index" in p for p in verify(repo))
+    pool.write_bytes(pool.read_bytes() + b"x")
+    assert any("size" in p for p in verify(repo, fast=True))
+
+
+def test_full_verify_checks_a_listed_only_packages_against_its_compressed_files(
+    make_repo: RepoFactory, debs: Callable[..., Path], tmp_path: Path
+) -> None:
+    repo = make_repo(index_formats=["gz", "xz"])
+    repo.publish("dev", [debs("app", "1.0-1")])
+    dists = tmp_path / "repo/dists/dev"
+    release = (dists / "Release").read_text()
+    wrong = re.sub(
+        r"^ ([0-9a-f]{64}) +(\d+) main/binary-amd64/Packages$",
+        lambda m: f" {'0' * 64} {m.group(2)} main/binary-amd64/Packages",
+        release,
+        flags=re.M,
+    )
+    assert wrong != release
+    sigs = repo.signer.sign_release(wrong.encode())
+    (dists / "Release").write_text(wrong)
+    (dists / "Release.gpg").write_bytes(sigs.release_gpg)
+    (dists / "InRelease").write_bytes(sigs.inrelease)
+    problems = verify(repo)
+    assert any("Packages.gz: decompressed text differs" in p for p in problems), problems
+    assert any("Packages.xz: decompressed text differs" in p for p in problems), problems
+    assert not any("decompressed" in p for p in verify(repo, fast=True))
