@@ -26,7 +26,7 @@ from tests.procs import free_port, stop, wait_until_up
 
 ENDPOINT_ENV = "APTSHIP_TEST_S3_ENDPOINT"
 # S3 requests for one incremental publish of one amd64 .deb (docs/s3.md, "Request budget")
-PUBLISH_REQUEST_BUDGET = 32
+PUBLISH_REQUEST_BUDGET = 28
 REGION = "us-east-1"
 DUMMY_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
