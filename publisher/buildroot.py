@@ -217,12 +217,12 @@ def build_for(project_dir: Path, codename: str, *, log: TextIO) -> list[BuiltDeb
     version stamped for the distribution: ``1.4.2-1+deb13``.
     """
     from publisher.debianize import (
-        BuildLog,
         BuiltDeb,
         _binary_packages,
         _check_version_matches,
         _deb_architecture,
         _tool_output,
+        run_build,
     )
 
     if os.geteuid() != 0:
@@ -257,22 +257,12 @@ def build_for(project_dir: Path, codename: str, *, log: TextIO) -> list[BuiltDeb
         )
         host = _run(chroot_command(root, ["dpkg", "--print-architecture"], CHROOT_ENV), log)
         arch_host = host.stdout.strip()
-        output = BuildLog(log)
         script = f"cd {BUILD_DIR}/src && exec dpkg-buildpackage -us -uc -b"
-        with subprocess.Popen(
+        run_build(
             chroot_command(root, ["sh", "-c", script], CHROOT_ENV),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            errors="replace",
-        ) as proc:
-            output.stream(proc.stdout or ())
-        if proc.returncode != 0:
-            raise InvalidPackage(
-                f"build failed: dpkg-buildpackage exited with status {proc.returncode} in the "
-                f"{codename} build root; {output.excerpt()}"
-            )
+            log,
+            f"the {codename} build root",
+        )
         built = []
         for package, field in packages:
             arch = _deb_architecture(field, arch_host)

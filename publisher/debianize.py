@@ -544,6 +544,35 @@ class BuildLog:
         return "\n".join(parts)
 
 
+def run_build(
+    argv: list[str],
+    log: TextIO,
+    where: str,
+    *,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> None:
+    """Run a package build, its output streamed to ``log``; a failure names its cause
+    (the tail of the build log, :class:`BuildLog`)."""
+    output = BuildLog(log)
+    with subprocess.Popen(
+        argv,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+    ) as proc:
+        output.stream(proc.stdout or ())
+    if proc.returncode != 0:
+        raise InvalidPackage(
+            f"build failed: dpkg-buildpackage exited with status {proc.returncode} in "
+            f"{where}; {output.excerpt()}"
+        )
+
+
 def build(project_dir: Path, *, log: TextIO) -> list[BuiltDeb]:
     """Run ``dpkg-buildpackage -us -uc -b`` in ``project_dir``; its output goes to ``log``.
 
@@ -567,23 +596,9 @@ def build(project_dir: Path, *, log: TextIO) -> list[BuiltDeb]:
 
     env = dict(os.environ, PIP_NO_INPUT="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
     started = time.time()
-    output = BuildLog(log)
-    with subprocess.Popen(
-        ["dpkg-buildpackage", "-us", "-uc", "-b"],
-        cwd=project_dir,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        errors="replace",
-    ) as proc:
-        output.stream(proc.stdout or ())
-    if proc.returncode != 0:
-        raise InvalidPackage(
-            f"build failed: dpkg-buildpackage exited with status {proc.returncode} in "
-            f"{project_dir}; {output.excerpt()}"
-        )
+    run_build(
+        ["dpkg-buildpackage", "-us", "-uc", "-b"], log, str(project_dir), cwd=project_dir, env=env
+    )
 
     built = []
     for package, field in packages:

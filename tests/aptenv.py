@@ -139,14 +139,24 @@ def set_up_host(url: str, channel: str, secret: str, root: Path) -> AptEnv:
     The script runs with ``APTSHIP_ROOT_MODE=prefix``: apt runs outside the root with
     :class:`AptEnv`'s ``Dir`` settings pointing into it (docs/hosts.md).
     """
+    apt = AptEnv(root)
+    done = run_setup_script(url, channel, secret, root)
+    assert done.returncode == 0, done.stderr
+    return apt
+
+
+def run_setup_script(
+    url: str, channel: str, secret: str, root: Path
+) -> subprocess.CompletedProcess[str]:
+    """Fetch the server's setup script for ``channel`` and run it against ``root``
+    (``APTSHIP_ROOT_MODE=prefix``); the finished process, whatever its exit code."""
     import requests
 
-    apt = AptEnv(root)
     script = requests.get(
         f"{url}/api/v1/channels/{channel}/setup", auth=("host", secret), timeout=30
     )
     assert script.status_code == 200, script.text
-    done = subprocess.run(
+    return subprocess.run(
         ["sh"],
         input=script.text,
         env={"APTSHIP_ROOT": str(root), "APTSHIP_ROOT_MODE": "prefix", "PATH": "/usr/bin:/bin"},
@@ -155,5 +165,3 @@ def set_up_host(url: str, channel: str, secret: str, root: Path) -> AptEnv:
         timeout=60,
         check=False,
     )
-    assert done.returncode == 0, done.stderr
-    return apt

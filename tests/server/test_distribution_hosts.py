@@ -5,16 +5,14 @@ carry is a clear error that writes nothing (docs/hosts.md)."""
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import requests
 
 from publisher.config import load_config
 from publisher.repo import Repository
-from tests.aptenv import set_up_host
+from tests.aptenv import run_setup_script, set_up_host
 from tests.conftest import config_dict, snapshot, tokens_of
 from tests.server.conftest import toml_dumps
 from tests.server.live import start_server
@@ -93,19 +91,7 @@ def test_a_codename_the_channel_lacks_writes_nothing(
     root = root_of(tmp_path, "host", os_release)
     before = snapshot(root)
     with start_server(config, tmp_path / "server", workers=1) as server:
-        script = requests.get(
-            f"{server.url}/api/v1/channels/dev/setup", auth=("host", secret), timeout=30
-        )
-    assert script.status_code == 200, script.text
-    done = subprocess.run(
-        ["sh"],
-        input=script.text,
-        env={"APTSHIP_ROOT": str(root), "APTSHIP_ROOT_MODE": "prefix", "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+        done = run_setup_script(server.url, "dev", secret, root)
     assert done.returncode == 3
     assert shown in done.stderr and "carries bookworm, trixie only" in done.stderr
     assert snapshot(root) == before

@@ -7,7 +7,6 @@ import json
 import re
 import secrets
 import stat
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,10 +26,10 @@ from publisher.errors import (
 from publisher.remote import RemoteRepository, error_from_response
 from publisher.repo import Repository
 from tests.aptenv import AptEnv, set_up_host
+from tests.cliconfig import storage_table
 from tests.clirun import aptship
 from tests.debs import build_deb
 from tests.procs import free_port
-from tests.s3server import REGION
 from tests.server.conftest import EnvFactory, ServerEnv
 from tests.server.live import LiveServer, start_server
 
@@ -58,17 +57,7 @@ class Deployed:
 
 @pytest.fixture(params=["local", "s3"])
 def storage(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
-    if request.param == "local":
-        return {"type": "local", "path": str(tmp_path / "repo")}
-    endpoint, bucket = request.getfixturevalue("s3_bucket")
-    return {
-        "type": "s3",
-        "bucket": bucket,
-        "prefix": f"repo-{uuid.uuid4().hex[:8]}",
-        "region": REGION,
-        "endpoint_url": endpoint,
-        "path_style": True,
-    }
+    return storage_table(request.param, tmp_path, request)
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
@@ -20,10 +19,10 @@ import pytest
 import requests
 
 from publisher.webhooks import WebhookQueue
+from tests.cliconfig import storage_table
 from tests.clirun import aptship
 from tests.fleetdata import report
 from tests.procs import free_port
-from tests.s3server import REGION
 from tests.server.config_tables import SECRET, with_fleet
 from tests.server.config_tables import with_webhooks as with_webhooks  # kept importable here
 from tests.server.conftest import EnvFactory, ServerEnv
@@ -125,17 +124,7 @@ def test_every_event_type_is_delivered_once_and_redelivered_by_id(
 
 @pytest.fixture(params=["local", "s3"])
 def storage(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
-    if request.param == "local":
-        return {"type": "local", "path": str(tmp_path / "repo")}
-    endpoint, bucket = request.getfixturevalue("s3_bucket")
-    return {
-        "type": "s3",
-        "bucket": bucket,
-        "prefix": f"hooks-{uuid.uuid4().hex[:8]}",
-        "region": REGION,
-        "endpoint_url": endpoint,
-        "path_style": True,
-    }
+    return storage_table(request.param, tmp_path, request)
 
 
 def test_retries_after_500s_and_a_restart_mid_queue(
