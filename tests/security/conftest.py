@@ -28,6 +28,16 @@ from tests.server.conftest import app, env, make_env  # noqa: F401 - fixtures
 from tests.server.live import LiveServer, start_server
 from tests.tomlfile import toml_dumps
 
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The security suite attacks a real gunicorn: it is the e2e tier (CI runs it;
+    ``scripts/test --fast`` leaves it out)."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in item.path.parents:
+            item.add_marker(pytest.mark.e2e)
+
+
 RSS_LIMIT_KB = 200 * 1024
 UPLOAD_LIMIT = 1024 * 1024  # server.max_upload_bytes in these tests
 LIMITS: dict[str, Any] = {
