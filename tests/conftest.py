@@ -125,3 +125,11 @@ def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Cli:
     assert made.code == 0, made.stderr
     assert "wrote" in made.stdout
     return Cli(capsys, tmp_path / "srv" / "aptship.toml")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that talks to the real S3 API (moto_server over HTTP) belongs to the e2e
+    tier (pyproject.toml's marker), whichever module it is in."""
+    for item in items:
+        if "s3_endpoint" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.e2e)

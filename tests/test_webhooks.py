@@ -38,6 +38,8 @@ from tests.procs import free_port
 from tests.tomlfile import write_toml
 from tests.webhook_receiver import WAIT, Receiver, receiver
 
+pytestmark = pytest.mark.e2e  # real HTTP receivers on loopback, and a real S3 API
+
 SECRET = b"s3cret-for-tests"
 
 

@@ -24,6 +24,8 @@ from tests.conftest import tokens_of
 from tests.server.conftest import BufferedClient, EnvFactory, ServerEnv, toml_dumps
 from tests.server.oidc_issuer import AUDIENCE, Issuer, hmac_signed, running_issuer, unsigned
 
+pytestmark = pytest.mark.e2e  # a real OIDC issuer (JWKS over HTTP) on loopback, and a real gunicorn
+
 DebFactory = Callable[..., Path]
 
 
