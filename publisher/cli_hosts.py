@@ -20,7 +20,6 @@ import click
 
 from publisher.cli_common import channel_option, json_option
 from publisher.errors import RolloutTimeout, UsageError
-from publisher.fleet import needed
 
 if TYPE_CHECKING:
     from publisher.cli_common import Context
@@ -120,6 +119,8 @@ def wait_for_rollout(
         rolls = {r["package"]: r for r in view["rollout"]}
         wanted = [rolls[p] for p in packages if p in rolls] if packages else list(rolls.values())
         lines = [r["summary"] for r in wanted]
+        from publisher.fleet import needed
+
         done = all(r["on_pin"] >= needed(r["hosts"], percent) for r in wanted)
         if done or clock() >= deadline:
             break

@@ -7,10 +7,14 @@ a request; the server's delivery worker does (docs/webhooks.md, "Delivery").
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from publisher.cli_common import current, emit_json, json_option
-from publisher.webhooks import WebhookQueue, check_event_id
+
+if TYPE_CHECKING:  # imported when a command runs: `aptship --help` stays quick
+    from publisher.webhooks import WebhookQueue
 
 
 @click.group()
@@ -19,6 +23,8 @@ def webhooks() -> None:
 
 
 def _queue() -> WebhookQueue:
+    from publisher.webhooks import WebhookQueue
+
     return WebhookQueue(current().repo.storage)
 
 
@@ -58,6 +64,8 @@ def deliveries(failed: bool, limit: int, as_json: bool) -> None:
 @json_option
 def redeliver(event_id: str, as_json: bool) -> None:
     """Queue every delivery of EVENT_ID again; the server sends it at its next scan."""
+    from publisher.webhooks import check_event_id
+
     record = _queue().redeliver(check_event_id(event_id))
     endpoints = sorted(record["deliveries"])
     if as_json:
