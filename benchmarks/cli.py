@@ -13,6 +13,7 @@ import sys
 import time
 import traceback
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ from benchmarks.drivers import (
     AptshipDriver,
     Driver,
     RepreproDriver,
+    toml_text,
 )
 
 DEFAULT_SIZES = (1000, 10000, 50000)
@@ -50,6 +52,9 @@ SMOKE_SIZE = 200
 FLEET_HOSTS = 2000
 SMOKE_HOSTS = 60
 FLEET_ENTRIES = 1000  # entries per channel of the fleet's repository
+CI_UPLOADS = 20  # .debs uploaded one at a time through the server, per way, per config
+SMOKE_CI_UPLOADS = 3
+CI_TARGET = 0.15  # seconds: p50 client wall of one API upload into 10k
 BIG_FILE = 50 * 1024 * 1024
 APTSHIP_CONFIGS = (
     ("aptship", None),  # default index formats: plain, gz, xz
@@ -86,7 +91,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--skip-peers", action="store_true", help="do not run reprepro and aptly")
     p.add_argument("--skip-server", action="store_true", help="do not benchmark aptship serve")
-    p.add_argument("--skip-s3", action="store_true", help="do not count S3 requests")
+    p.add_argument(
+        "--skip-s3",
+        action="store_true",
+        help="do not count S3 requests (nor run the apt-get loop against the S3 repository)",
+    )
+    p.add_argument(
+        "--skip-ci-path",
+        action="store_true",
+        help="do not upload .debs through aptship serve (the CI path; not skipped by "
+        "--skip-server)",
+    )
+    p.add_argument(
+        "--ci-uploads",
+        type=int,
+        default=None,
+        help=f"uploads per way (API, CLI) in the CI path (default {CI_UPLOADS}; "
+        f"--smoke: {SMOKE_CI_UPLOADS})",
+    )
     p.add_argument(
         "--skip-fleet",
         action="store_true",
@@ -146,6 +168,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--runs must be at least 1")
     if args.hosts is None:
         args.hosts = SMOKE_HOSTS if args.smoke else FLEET_HOSTS
+    if args.ci_uploads is None:
+        args.ci_uploads = SMOKE_CI_UPLOADS if args.smoke else CI_UPLOADS
+    if args.ci_uploads < 1:
+        p.error("--ci-uploads must be at least 1")
     if args.fleet_rounds is None:
         args.fleet_rounds = 1 if args.smoke else 3
     args.fleet_targets = [t for t in str(args.fleet_targets).split(",") if t.strip()]
@@ -171,6 +197,8 @@ class Bench:
         self.checks: list[str] = []
         self.hints: list[str] = []
         self.s3: dict[tuple[int, str], dict[str, list[Any]]] = {}  # (N, config) -> op
+        self.apt_loops: dict[tuple[int, str], Any] = {}  # (N, config) -> aptloop.LoopResult
+        self.ci: dict[tuple[int, str], Any] = {}  # (N, config) -> cipath.CiPath
         self.server: dict[str, Any] = {}
         self.help_time: float | None = None
         self.scaleout: Any = None
@@ -243,6 +271,11 @@ class Bench:
                     self.run_s3(driver, size)
                 except Exception as exc:
                     self.fail(f"S3 at N={size} ({driver.name})", exc)
+            if isinstance(driver, AptshipDriver) and not self.args.skip_ci_path:
+                try:
+                    self.run_ci_path(driver, size)
+                except Exception as exc:
+                    self.fail(f"CI path at N={size} ({driver.name})", exc)
             if (
                 isinstance(driver, AptshipDriver)
                 and driver.formats is None
@@ -322,16 +355,19 @@ class Bench:
             for r in range(max(2, self.args.runs))
         ]
         adds, promotes = [], []
-        for deb in debs:
-            adds.append(s3bench.measure(factory, lambda r, deb=deb: r.publish(BENCH, [deb])))
-        for deb in debs:
-            package, version, _ = deb.name.split("_")
-            promotes.append(
-                s3bench.measure(
-                    factory,
-                    lambda r, p=package, v=version: r.promote(p, v, BENCH, STAGE),
+        with self.apt_loop(local, size, cfg, cfg_path, factory) as loop:
+            for deb in debs:
+                adds.append(s3bench.measure(factory, lambda r, deb=deb: r.publish(BENCH, [deb])))
+                loop.settle()  # apt has fetched this publish before the next one
+            for deb in debs:
+                package, version, _ = deb.name.split("_")
+                promotes.append(
+                    s3bench.measure(
+                        factory,
+                        lambda r, p=package, v=version: r.promote(p, v, BENCH, STAGE),
+                    )
                 )
-            )
+                loop.settle()
         self.s3[size, local.name] = {"add": adds, "promote": promotes}
         self.log(
             f"  S3 {local.name} N={size}: add one {[a.requests for a in adds]} requests, "
@@ -345,6 +381,77 @@ class Bench:
                 self.fail("S3 verify", BenchError("\n".join(problems)))
             else:
                 self.checks.append(f"S3 (moto) N={size}: aptship verify --fast OK")
+
+    @contextlib.contextmanager
+    def apt_loop(
+        self,
+        local: AptshipDriver,
+        size: int,
+        cfg: dict[str, object],
+        cfg_path: Path,
+        factory: Any,
+    ) -> Iterator[Any]:
+        """``aptship serve`` on the S3 repository, and a real apt-get update looping
+        against it (bench and stage, a read token) until the block ends."""
+        from benchmarks import s3bench
+        from benchmarks.aptloop import AptLoop
+        from benchmarks.serverbench import aptship_server
+        from publisher.tokens import open_tokens
+
+        repo = factory()
+        secret = open_tokens(repo.config, repo.storage).create(
+            f"bench-apt-{uuid.uuid4().hex[:8]}", "read", [BENCH, STAGE]
+        )
+        cfg_path.write_text(toml_text(cfg))
+        env = {k: v for k, v in self.env.items() if k not in ("AWS_SESSION_TOKEN", "AWS_PROFILE")}
+        env.update(s3bench.DUMMY)
+        root = self.work / "apt-loop" / f"{local.slug}-{size}"
+        shutil.rmtree(root, ignore_errors=True)
+        with aptship_server(cfg_path, env, self.work / "logs" / "s3-serve") as (base, _, _how):
+            loop = AptLoop(root, base, local.public_key(), [BENCH, STAGE], secret).start()
+            try:
+                yield loop
+            finally:
+                result = loop.stop()
+        self.apt_loops[size, local.name] = result
+        self.log(f"  S3 {local.name} N={size}: apt-get loop: {result.line()}")
+        if result.mismatches or result.failures:
+            raise BenchError(
+                f"apt-get update during the S3 publishes: {result.line()}:\n"
+                + "\n---\n".join(result.examples)
+            )
+        self.checks.append(f"S3 (moto) N={size} ({local.name}), apt-get loop: {result.line()}")
+
+    # -- the CI path -------------------------------------------------------------------------
+    def run_ci_path(self, local: AptshipDriver, size: int) -> None:
+        """K uploads through ``aptship serve`` into a copy of ``local``'s repository."""
+        from benchmarks import cipath
+
+        dest = self.work / "repos" / f"ci-{local.slug}-{size}"
+        config = cipath.copy_repository(
+            local.root,
+            dest,
+            lambda repo: toml_text(local.config_dict({"type": "local", "path": str(repo)})),
+        )
+        try:
+            self.ci[size, local.name] = cipath.run_ci_path(
+                config=config,
+                entries=size,
+                env=self.env,
+                work=self.work,
+                uploads=self.args.ci_uploads,
+                log=self.log,
+            )
+            if self.args.smoke:
+                problems = aptship_verify(config, fast=False)
+                if problems:
+                    raise BenchError("aptship verify after the CI uploads:\n" + "\n".join(problems))
+                self.checks.append(
+                    f"CI path N={size} ({local.name}): {2 * self.args.ci_uploads} uploads "
+                    "through aptship serve added; aptship verify OK"
+                )
+        finally:
+            shutil.rmtree(dest, ignore_errors=True)
 
     # -- server --------------------------------------------------------------------------
     def run_server(self) -> None:
@@ -596,6 +703,7 @@ def render_report(b: Bench, elapsed: float) -> str:
         "",
     ]
     lines += render_s3(b)
+    lines += render_ci_path(b)
     lines += render_server(b)
     lines += b.scaleout_lines()
     lines += [
@@ -606,7 +714,7 @@ def render_report(b: Bench, elapsed: float) -> str:
     ]
     if not b.args.smoke:
         lines += render_targets(b)
-        lines += render_round2(b)
+        lines += render_issue17(b)
     lines += render_samples(b)
     if b.notes or b.failures:
         lines += ["## Notes and failures", ""]
@@ -660,6 +768,32 @@ def render_s3(b: Bench) -> list[str]:
         md_table(
             ["N", "config", "operation", "requests", "bytes sent (median)", "wall (moto)"], rows
         ),
+        "",
+        *render_apt_loops(b),
+    ]
+
+
+def render_apt_loops(b: Bench) -> list[str]:
+    """The apt-get loop that ran against the S3 repository during the publishes above."""
+    rows = [
+        [f"{size:,}", label, str(r.runs), str(r.failures), str(r.mismatches)]
+        for (size, label), r in sorted(b.apt_loops.items())
+    ]
+    bad = sum(r.mismatches + r.failures for r in b.apt_loops.values())
+    verdict = "none expected, " + ("FAILED: see Notes and failures" if bad else "none seen")
+    return [
+        "During these publishes `aptship serve` served the S3 repository (the same config) "
+        "and a real `apt-get update` (isolated `APT_CONFIG`, a read token in "
+        "`auth.conf.d`, lists kept between runs, sources `bench` and `stage`) ran back to "
+        "back in a background thread; after each publish the next operation waited for "
+        "one complete update, so apt fetched every published state. A mismatch is a run "
+        "printing `Hash Sum mismatch`, `File has unexpected size` or `Mirror sync in "
+        f"progress?`; a failure is a non-zero exit or a `W:`/`E:`/`Err:` line ({verdict}). "
+        "apt shares the CPUs with the publishes, so the wall times above include that load.",
+        "",
+        md_table(["N", "config", "apt-get update runs", "failures", "hash mismatches"], rows)
+        if rows
+        else "The apt-get loop did not run (see failures).",
         "",
     ]
 
@@ -795,74 +929,172 @@ def render_targets(b: Bench) -> list[str]:
     return ["## Targets", "", md_table(["target", "measured", "verdict"], rows), ""]
 
 
-# issue 17's table: (operation, N, op, value before, peers, target rule)
-ROUND2 = (
+# issue 17's table: (operation, N, op, value before, peers, target)
+# A float target is a limit in seconds; a peer's name means "at most that peer's time".
+ISSUE17 = (
     ("add one .deb at 50k", 50000, "add", "0.78 s", ("reprepro", "aptly"), 0.3),
     ("promote one at 50k", 50000, "promote", "0.76 s", ("reprepro", "aptly"), 0.3),
     ("add one at 1k", 1000, "add", "0.29 s", ("aptly", "reprepro"), 0.15),
-    ("import 10k .debs", 10000, "import", "13-24 s", ("aptly",), None),
-    ("re-render + sign at 10k", 10000, "reindex", "1.77 s", ("reprepro",), None),
+    ("import 10k .debs", 10000, "import", "13-24 s", ("aptly",), "aptly"),
+    ("re-render + sign at 10k", 10000, "reindex", "1.77 s", ("reprepro",), "reprepro"),
     ("verify --fast at 10k", 10000, "verify", "1.05 s", ("reprepro", "aptly"), 0.3),
 )
+ISSUE17_TITLE = "Issue 17: performance round 2 — one run, side by side"
 
 
-def render_round2(b: Bench) -> list[str]:
-    """Issue 17's before/after table, re-measured in this run, with the peers' ratios."""
+def _verdict(ok: bool | None) -> str:
+    return "not measured" if ok is None else ("met" if ok else "MISSED")
+
+
+def _median(values: list[float]) -> float | None:
+    return sorted(values)[len(values) // 2] if values else None
+
+
+def issue17_rows(b: Bench, label: str) -> list[list[str]]:
+    """The issue's rows for one aptship configuration: before, now, peers, verdict."""
     rows = []
-    for title, size, op, before, peers, limit in ROUND2:
-        for label, _ in APTSHIP_CONFIGS:
-            mine = _wall(b, size, label, op)
-            seen = {p: _wall(b, size, p, op) for p in peers}
-            cells = ", ".join(
-                f"{p} {fmt_seconds(v)} ({fmt_ratio(v, mine)})" for p, v in seen.items()
-            )
-            if limit is not None:
-                goal = f"<= {limit} s" + (" and < aptly" if op == "add" and size == 1000 else "")
-                ok = mine is not None and mine <= limit
-                if op == "add" and size == 1000:
-                    ok = ok and (seen.get("aptly") is None or mine < (seen["aptly"] or 0))
-            else:
-                goal = f"<= {peers[0]}"
-                ref = seen.get(peers[0])
-                ok = mine is not None and ref is not None and mine <= ref
-            verdict = "not measured" if mine is None else ("met" if ok else "MISSED")
-            rows.append([title, label, before, fmt_seconds(mine), cells, goal, verdict])
-    for label, _ in APTSHIP_CONFIGS:
-        s3 = b.s3.get((10000, label), {}).get("add")
-        sent = sorted(c.bytes_sent for c in s3) if s3 else []
-        mid = sent[len(sent) // 2] / 1024**2 if sent else None
-        rows.append(
-            [
-                "S3 bytes sent per add-one at 10k",
-                label,
-                "28 MB",
-                "n/a" if mid is None else f"{mid:.2f} MB",
-                "-",
-                "<= 4 MB",
-                "not measured" if mid is None else ("met" if mid <= 4 else "MISSED"),
-            ]
-        )
-        imp = _get(b, 50000, label, "import")
-        aptly = _get(b, 50000, "aptly", "import")
-        rows.append(
-            [
-                "import 50k peak RSS",
-                label,
-                "281 MB",
-                f"{imp.rss_mb:.0f} MB" if imp else "n/a",
-                f"aptly {aptly.rss_mb:.0f} MB" if aptly else "-",
-                "<= 150 MB",
-                "not measured" if imp is None else ("met" if imp.rss_mb <= 150 else "MISSED"),
-            ]
-        )
+    for title, size, op, before, peers, goal in ISSUE17:
+        mine = _wall(b, size, label, op)
+        seen = {p: _wall(b, size, p, op) for p in peers}
+        cells = ", ".join(f"{p} {fmt_seconds(v)} ({fmt_ratio(mine, v)})" for p, v in seen.items())
+        ok: bool | None = None
+        if isinstance(goal, float):
+            text = f"<= {goal} s"
+            if mine is not None:
+                ok = mine <= goal
+            if op == "add" and size == 1000:
+                text += " and < aptly"
+                aptly = seen.get("aptly")
+                if ok is not None and aptly is not None:
+                    ok = ok and mine is not None and mine < aptly
+        else:
+            text = f"<= {goal}"
+            ref = seen.get(goal)
+            if mine is not None and ref is not None:
+                ok = mine <= ref
+        rows.append([title, label, before, fmt_seconds(mine), cells or "-", text, _verdict(ok)])
+    s3 = b.s3.get((10000, label), {}).get("add")
+    mid = _median([c.bytes_sent / 1024**2 for c in s3]) if s3 else None
+    rows.append(
+        [
+            "S3 bytes sent per add-one at 10k",
+            label,
+            "28 MB",
+            "n/a" if mid is None else f"{mid:.2f} MB",
+            "-",
+            "<= 4 MB",
+            _verdict(None if mid is None else mid <= 4),
+        ]
+    )
+    imp, peer = _get(b, 50000, label, "import"), _get(b, 50000, "aptly", "import")
+    ratio = fmt_ratio(imp.rss_mb, peer.rss_mb) if imp and peer else "n/a"
+    rows.append(
+        [
+            "import 50k peak RSS",
+            label,
+            "281 MB",
+            f"{imp.rss_mb:.0f} MB" if imp else "n/a",
+            f"aptly {peer.rss_mb:.0f} MB ({ratio})" if peer else "-",
+            "<= 150 MB",
+            _verdict(None if imp is None else imp.rss_mb <= 150),
+        ]
+    )
+    ci = b.ci.get((10000, label))
+    api = ci.api.pct("client", 0.5) if ci else None
+    server = ci.api.pct("server", 0.5) if ci else None
+    rows.append(
+        [
+            "CI path: API upload into 10k, p50",
+            label,
+            "-",
+            "n/a" if api is None else f"{fmt_seconds(api)} (server {fmt_seconds(server)})",
+            "-",
+            f"<= {CI_TARGET * 1000:.0f} ms",
+            _verdict(None if api is None else api <= CI_TARGET),
+        ]
+    )
+    loops = [r for (_n, lab), r in sorted(b.apt_loops.items()) if lab == label]
+    runs = sum(r.runs for r in loops)
+    bad = sum(r.mismatches for r in loops)
+    rows.append(
+        [
+            "apt-get update loop during the S3 publishes",
+            label,
+            "-",
+            f"{runs} runs, {bad} mismatches" if loops else "n/a",
+            "-",
+            "0 hash mismatches",
+            _verdict(None if not runs else bad == 0),
+        ]
+    )
+    return rows
+
+
+def render_issue17(b: Bench) -> list[str]:
+    """Issue 17's table, re-measured in this run, with the peers' times and ratios."""
+    rows = [row for label, _ in APTSHIP_CONFIGS for row in issue17_rows(b, label)]
     return [
-        "## Issue 17 (performance, round 2): before and after",
+        f"## {ISSUE17_TITLE}",
         "",
-        '"before" is the issue\'s table; the ratio after each peer is peer time / '
-        "aptship time (above 1: aptship is faster).",
+        "\"before\" is the issue's table. The number after each peer's time is the ratio "
+        "aptship ÷ peer, as in the tables above (below 1: aptship is faster). The CI path "
+        "is the client's wall time of one API upload (the server's own time in "
+        "brackets); the apt-get loop row counts every size's S3 runs.",
         "",
         md_table(
-            ["operation", "config", "before", "now", "peers (ratio)", "target", "verdict"], rows
+            ["operation", "config", "before", "now", "peers (aptship ÷ peer)", "target", "verdict"],
+            rows,
+        ),
+        "",
+    ]
+
+
+def render_ci_path(b: Bench) -> list[str]:
+    out = ["## CI path: one .deb at a time through `aptship serve`", ""]
+    if b.args.skip_ci_path:
+        return [*out, "Skipped (--skip-ci-path).", ""]
+    if not b.ci:
+        return [*out, "Not measured (see failures).", ""]
+    rows = []
+    for (size, label), ci in sorted(b.ci.items()):
+        ways = (("API (requests, keep-alive)", ci.api), ("`aptship --server` CLI", ci.cli))
+        for way, ups in ways:
+            rows.append(
+                [
+                    f"{size:,}",
+                    label,
+                    way,
+                    str(len(ups.client)),
+                    *(fmt_seconds(ups.pct("client", q)) for q in (0.5, 0.9, 1.0)),
+                    *(fmt_seconds(ups.pct("server", q)) for q in (0.5, 0.9, 1.0)),
+                ]
+            )
+    how = next(iter(b.ci.values())).how
+    return [
+        *out,
+        f"`{how}` (default workers) on a copy of each N-entry repository, with a "
+        "`publish` token from `aptship token create`; new .debs uploaded one at a time "
+        "into `bench` (each answered 201 `added`). API: `POST "
+        "/api/v1/channels/bench/packages` with the raw .deb, as `aptship --server` sends "
+        "it; server time from the `Server-Timing: app;dur=` header. CLI: `aptship "
+        "--server URL publish --channel bench FILE` with `$APTSHIP_TOKEN` (interpreter "
+        "start-up included); server time from the growth of `/metrics`' "
+        '`aptship_http_request_duration_seconds_sum{endpoint="api.publish"}`.',
+        "",
+        md_table(
+            [
+                "N",
+                "config",
+                "client",
+                "uploads",
+                "client p50",
+                "client p90",
+                "client max",
+                "server p50",
+                "server p90",
+                "server max",
+            ],
+            rows,
         ),
         "",
     ]
