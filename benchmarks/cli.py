@@ -368,7 +368,7 @@ class Bench:
                     )
                 )
                 loop.settle()
-        self.s3[size, local.name] = {"add": adds, "promote": promotes}
+            self.s3[size, local.name] = {"add": adds, "promote": promotes}
         self.log(
             f"  S3 {local.name} N={size}: add one {[a.requests for a in adds]} requests, "
             f"promote one {[p.requests for p in promotes]} requests"
