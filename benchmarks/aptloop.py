@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from benchmarks.common import BenchError
+from benchmarks.common import BenchError, md_table
 
 MISMATCH = ("Hash Sum mismatch", "File has unexpected size", "Mirror sync in progress?")
 RUN_TIMEOUT = 120  # seconds for one apt-get update (loopback)
@@ -191,3 +191,28 @@ class AptLoop:
         if self._error is not None:
             raise BenchError(f"the apt-get loop stopped: {self._error!r}")
         return self.result
+
+
+def render_apt_loops(loops: dict[tuple[int, str], LoopResult]) -> list[str]:
+    """The apt-get loop that ran against the S3 repository during the publishes above."""
+    rows = [
+        [f"{size:,}", label, str(r.runs), str(r.failures), str(r.mismatches)]
+        for (size, label), r in sorted(loops.items())
+    ]
+    bad = sum(r.mismatches + r.failures for r in loops.values())
+    verdict = "none expected, " + ("FAILED: see Notes and failures" if bad else "none seen")
+    return [
+        "During these publishes `aptship serve` served the S3 repository (the same config) "
+        "and a real `apt-get update` (isolated `APT_CONFIG`, a read token in "
+        "`auth.conf.d`, lists kept between runs, sources `bench` and `stage`) ran back to "
+        "back in a background thread; after each publish the next operation waited for "
+        "one complete update, so apt fetched every published state. A mismatch is a run "
+        "printing `Hash Sum mismatch`, `File has unexpected size` or `Mirror sync in "
+        f"progress?`; a failure is a non-zero exit or a `W:`/`E:`/`Err:` line ({verdict}). "
+        "apt shares the CPUs with the publishes, so the wall times above include that load.",
+        "",
+        md_table(["N", "config", "apt-get update runs", "failures", "hash mismatches"], rows)
+        if rows
+        else "The apt-get loop did not run (see failures).",
+        "",
+    ]

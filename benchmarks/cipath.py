@@ -31,7 +31,7 @@ from pathlib import Path
 import requests
 
 from benchmarks import debgen
-from benchmarks.common import APTSHIP, BenchError, run
+from benchmarks.common import APTSHIP, BenchError, fmt_seconds, md_table, run
 from benchmarks.serverbench import aptship_server
 
 CHANNEL = "bench"
@@ -190,3 +190,54 @@ def sample_failed(out: str) -> bool:
 
 def fmt_ms(s: float | None) -> str:
     return "n/a" if s is None else f"{s * 1000:.0f} ms"
+
+
+def render_ci_path(results: dict[tuple[int, str], CiPath], *, skipped: bool) -> list[str]:
+    out = ["## CI path: one .deb at a time through `aptship serve`", ""]
+    if skipped:
+        return [*out, "Skipped (--skip-ci-path).", ""]
+    if not results:
+        return [*out, "Not measured (see failures).", ""]
+    rows = []
+    for (size, label), ci in sorted(results.items()):
+        ways = (("API (requests, keep-alive)", ci.api), ("`aptship --server` CLI", ci.cli))
+        for way, ups in ways:
+            rows.append(
+                [
+                    f"{size:,}",
+                    label,
+                    way,
+                    str(len(ups.client)),
+                    *(fmt_seconds(ups.pct("client", q)) for q in (0.5, 0.9, 1.0)),
+                    *(fmt_seconds(ups.pct("server", q)) for q in (0.5, 0.9, 1.0)),
+                ]
+            )
+    how = next(iter(results.values())).how
+    return [
+        *out,
+        f"`{how}` (default workers) on a copy of each N-entry repository, with a "
+        "`publish` token from `aptship token create`; new .debs uploaded one at a time "
+        "into `bench` (each answered 201 `added`). API: `POST "
+        "/api/v1/channels/bench/packages` with the raw .deb, as `aptship --server` sends "
+        "it; server time from the `Server-Timing: app;dur=` header. CLI: `aptship "
+        "--server URL publish --channel bench FILE` with `$APTSHIP_TOKEN` (interpreter "
+        "start-up included); server time from the growth of `/metrics`' "
+        '`aptship_http_request_duration_seconds_sum{endpoint="api.publish"}`.',
+        "",
+        md_table(
+            [
+                "N",
+                "config",
+                "client",
+                "uploads",
+                "client p50",
+                "client p90",
+                "client max",
+                "server p50",
+                "server p90",
+                "server max",
+            ],
+            rows,
+        ),
+        "",
+    ]

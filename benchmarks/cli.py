@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import debgen
+from benchmarks.aptloop import render_apt_loops
 from benchmarks.checks import apt_check, aptship_verify
+from benchmarks.cipath import render_ci_path
 from benchmarks.common import (
     APTSHIP,
     REPO_ROOT,
@@ -46,6 +48,7 @@ from benchmarks.drivers import (
     RepreproDriver,
     toml_text,
 )
+from benchmarks.issue17 import render_issue17
 
 DEFAULT_SIZES = (1000, 10000, 50000)
 SMOKE_SIZE = 200
@@ -54,7 +57,6 @@ SMOKE_HOSTS = 60
 FLEET_ENTRIES = 1000  # entries per channel of the fleet's repository
 CI_UPLOADS = 20  # .debs uploaded one at a time through the server, per way, per config
 SMOKE_CI_UPLOADS = 3
-CI_TARGET = 0.15  # seconds: p50 client wall of one API upload into 10k
 BIG_FILE = 50 * 1024 * 1024
 APTSHIP_CONFIGS = (
     ("aptship", None),  # default index formats: plain, gz, xz
@@ -703,7 +705,7 @@ def render_report(b: Bench, elapsed: float) -> str:
         "",
     ]
     lines += render_s3(b)
-    lines += render_ci_path(b)
+    lines += render_ci_path(b.ci, skipped=b.args.skip_ci_path)
     lines += render_server(b)
     lines += b.scaleout_lines()
     lines += [
@@ -714,7 +716,7 @@ def render_report(b: Bench, elapsed: float) -> str:
     ]
     if not b.args.smoke:
         lines += render_targets(b)
-        lines += render_issue17(b)
+        lines += render_issue17(b, [label for label, _ in APTSHIP_CONFIGS])
     lines += render_samples(b)
     if b.notes or b.failures:
         lines += ["## Notes and failures", ""]
@@ -769,32 +771,7 @@ def render_s3(b: Bench) -> list[str]:
             ["N", "config", "operation", "requests", "bytes sent (median)", "wall (moto)"], rows
         ),
         "",
-        *render_apt_loops(b),
-    ]
-
-
-def render_apt_loops(b: Bench) -> list[str]:
-    """The apt-get loop that ran against the S3 repository during the publishes above."""
-    rows = [
-        [f"{size:,}", label, str(r.runs), str(r.failures), str(r.mismatches)]
-        for (size, label), r in sorted(b.apt_loops.items())
-    ]
-    bad = sum(r.mismatches + r.failures for r in b.apt_loops.values())
-    verdict = "none expected, " + ("FAILED: see Notes and failures" if bad else "none seen")
-    return [
-        "During these publishes `aptship serve` served the S3 repository (the same config) "
-        "and a real `apt-get update` (isolated `APT_CONFIG`, a read token in "
-        "`auth.conf.d`, lists kept between runs, sources `bench` and `stage`) ran back to "
-        "back in a background thread; after each publish the next operation waited for "
-        "one complete update, so apt fetched every published state. A mismatch is a run "
-        "printing `Hash Sum mismatch`, `File has unexpected size` or `Mirror sync in "
-        f"progress?`; a failure is a non-zero exit or a `W:`/`E:`/`Err:` line ({verdict}). "
-        "apt shares the CPUs with the publishes, so the wall times above include that load.",
-        "",
-        md_table(["N", "config", "apt-get update runs", "failures", "hash mismatches"], rows)
-        if rows
-        else "The apt-get loop did not run (see failures).",
-        "",
+        *render_apt_loops(b.apt_loops),
     ]
 
 
@@ -927,177 +904,6 @@ def render_targets(b: Bench) -> list[str]:
         None if b.help_time is None else b.help_time < 0.15,
     )
     return ["## Targets", "", md_table(["target", "measured", "verdict"], rows), ""]
-
-
-# issue 17's table: (operation, N, op, value before, peers, target)
-# A float target is a limit in seconds; a peer's name means "at most that peer's time".
-ISSUE17 = (
-    ("add one .deb at 50k", 50000, "add", "0.78 s", ("reprepro", "aptly"), 0.3),
-    ("promote one at 50k", 50000, "promote", "0.76 s", ("reprepro", "aptly"), 0.3),
-    ("add one at 1k", 1000, "add", "0.29 s", ("aptly", "reprepro"), 0.15),
-    ("import 10k .debs", 10000, "import", "13-24 s", ("aptly",), "aptly"),
-    ("re-render + sign at 10k", 10000, "reindex", "1.77 s", ("reprepro",), "reprepro"),
-    ("verify --fast at 10k", 10000, "verify", "1.05 s", ("reprepro", "aptly"), 0.3),
-)
-ISSUE17_TITLE = "Issue 17: performance round 2 — one run, side by side"
-
-
-def _verdict(ok: bool | None) -> str:
-    return "not measured" if ok is None else ("met" if ok else "MISSED")
-
-
-def _median(values: list[float]) -> float | None:
-    return sorted(values)[len(values) // 2] if values else None
-
-
-def issue17_rows(b: Bench, label: str) -> list[list[str]]:
-    """The issue's rows for one aptship configuration: before, now, peers, verdict."""
-    rows = []
-    for title, size, op, before, peers, goal in ISSUE17:
-        mine = _wall(b, size, label, op)
-        seen = {p: _wall(b, size, p, op) for p in peers}
-        cells = ", ".join(f"{p} {fmt_seconds(v)} ({fmt_ratio(mine, v)})" for p, v in seen.items())
-        ok: bool | None = None
-        if isinstance(goal, float):
-            text = f"<= {goal} s"
-            if mine is not None:
-                ok = mine <= goal
-            if op == "add" and size == 1000:
-                text += " and < aptly"
-                aptly = seen.get("aptly")
-                if ok is not None and aptly is not None:
-                    ok = ok and mine is not None and mine < aptly
-        else:
-            text = f"<= {goal}"
-            ref = seen.get(goal)
-            if mine is not None and ref is not None:
-                ok = mine <= ref
-        rows.append([title, label, before, fmt_seconds(mine), cells or "-", text, _verdict(ok)])
-    s3 = b.s3.get((10000, label), {}).get("add")
-    mid = _median([c.bytes_sent / 1024**2 for c in s3]) if s3 else None
-    rows.append(
-        [
-            "S3 bytes sent per add-one at 10k",
-            label,
-            "28 MB",
-            "n/a" if mid is None else f"{mid:.2f} MB",
-            "-",
-            "<= 4 MB",
-            _verdict(None if mid is None else mid <= 4),
-        ]
-    )
-    imp, peer = _get(b, 50000, label, "import"), _get(b, 50000, "aptly", "import")
-    ratio = fmt_ratio(imp.rss_mb, peer.rss_mb) if imp and peer else "n/a"
-    rows.append(
-        [
-            "import 50k peak RSS",
-            label,
-            "281 MB",
-            f"{imp.rss_mb:.0f} MB" if imp else "n/a",
-            f"aptly {peer.rss_mb:.0f} MB ({ratio})" if peer else "-",
-            "<= 150 MB",
-            _verdict(None if imp is None else imp.rss_mb <= 150),
-        ]
-    )
-    ci = b.ci.get((10000, label))
-    api = ci.api.pct("client", 0.5) if ci else None
-    server = ci.api.pct("server", 0.5) if ci else None
-    rows.append(
-        [
-            "CI path: API upload into 10k, p50",
-            label,
-            "-",
-            "n/a" if api is None else f"{fmt_seconds(api)} (server {fmt_seconds(server)})",
-            "-",
-            f"<= {CI_TARGET * 1000:.0f} ms",
-            _verdict(None if api is None else api <= CI_TARGET),
-        ]
-    )
-    loops = [r for (_n, lab), r in sorted(b.apt_loops.items()) if lab == label]
-    runs = sum(r.runs for r in loops)
-    bad = sum(r.mismatches for r in loops)
-    rows.append(
-        [
-            "apt-get update loop during the S3 publishes",
-            label,
-            "-",
-            f"{runs} runs, {bad} mismatches" if loops else "n/a",
-            "-",
-            "0 hash mismatches",
-            _verdict(None if not runs else bad == 0),
-        ]
-    )
-    return rows
-
-
-def render_issue17(b: Bench) -> list[str]:
-    """Issue 17's table, re-measured in this run, with the peers' times and ratios."""
-    rows = [row for label, _ in APTSHIP_CONFIGS for row in issue17_rows(b, label)]
-    return [
-        f"## {ISSUE17_TITLE}",
-        "",
-        "\"before\" is the issue's table. The number after each peer's time is the ratio "
-        "aptship ÷ peer, as in the tables above (below 1: aptship is faster). The CI path "
-        "is the client's wall time of one API upload (the server's own time in "
-        "brackets); the apt-get loop row counts every size's S3 runs.",
-        "",
-        md_table(
-            ["operation", "config", "before", "now", "peers (aptship ÷ peer)", "target", "verdict"],
-            rows,
-        ),
-        "",
-    ]
-
-
-def render_ci_path(b: Bench) -> list[str]:
-    out = ["## CI path: one .deb at a time through `aptship serve`", ""]
-    if b.args.skip_ci_path:
-        return [*out, "Skipped (--skip-ci-path).", ""]
-    if not b.ci:
-        return [*out, "Not measured (see failures).", ""]
-    rows = []
-    for (size, label), ci in sorted(b.ci.items()):
-        ways = (("API (requests, keep-alive)", ci.api), ("`aptship --server` CLI", ci.cli))
-        for way, ups in ways:
-            rows.append(
-                [
-                    f"{size:,}",
-                    label,
-                    way,
-                    str(len(ups.client)),
-                    *(fmt_seconds(ups.pct("client", q)) for q in (0.5, 0.9, 1.0)),
-                    *(fmt_seconds(ups.pct("server", q)) for q in (0.5, 0.9, 1.0)),
-                ]
-            )
-    how = next(iter(b.ci.values())).how
-    return [
-        *out,
-        f"`{how}` (default workers) on a copy of each N-entry repository, with a "
-        "`publish` token from `aptship token create`; new .debs uploaded one at a time "
-        "into `bench` (each answered 201 `added`). API: `POST "
-        "/api/v1/channels/bench/packages` with the raw .deb, as `aptship --server` sends "
-        "it; server time from the `Server-Timing: app;dur=` header. CLI: `aptship "
-        "--server URL publish --channel bench FILE` with `$APTSHIP_TOKEN` (interpreter "
-        "start-up included); server time from the growth of `/metrics`' "
-        '`aptship_http_request_duration_seconds_sum{endpoint="api.publish"}`.',
-        "",
-        md_table(
-            [
-                "N",
-                "config",
-                "client",
-                "uploads",
-                "client p50",
-                "client p90",
-                "client max",
-                "server p50",
-                "server p90",
-                "server max",
-            ],
-            rows,
-        ),
-        "",
-    ]
 
 
 def main(argv: list[str] | None = None) -> int:
