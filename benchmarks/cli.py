@@ -13,11 +13,14 @@ import sys
 import time
 import traceback
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from benchmarks import debgen
+from benchmarks.aptloop import render_apt_loops
 from benchmarks.checks import apt_check, aptship_verify
+from benchmarks.cipath import render_ci_path
 from benchmarks.common import (
     APTSHIP,
     REPO_ROOT,
@@ -43,13 +46,17 @@ from benchmarks.drivers import (
     AptshipDriver,
     Driver,
     RepreproDriver,
+    toml_text,
 )
+from benchmarks.issue17 import render_issue17
 
 DEFAULT_SIZES = (1000, 10000, 50000)
 SMOKE_SIZE = 200
 FLEET_HOSTS = 2000
 SMOKE_HOSTS = 60
 FLEET_ENTRIES = 1000  # entries per channel of the fleet's repository
+CI_UPLOADS = 20  # .debs uploaded one at a time through the server, per way, per config
+SMOKE_CI_UPLOADS = 3
 BIG_FILE = 50 * 1024 * 1024
 APTSHIP_CONFIGS = (
     ("aptship", None),  # default index formats: plain, gz, xz
@@ -86,7 +93,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--skip-peers", action="store_true", help="do not run reprepro and aptly")
     p.add_argument("--skip-server", action="store_true", help="do not benchmark aptship serve")
-    p.add_argument("--skip-s3", action="store_true", help="do not count S3 requests")
+    p.add_argument(
+        "--skip-s3",
+        action="store_true",
+        help="do not count S3 requests (nor run the apt-get loop against the S3 repository)",
+    )
+    p.add_argument(
+        "--skip-ci-path",
+        action="store_true",
+        help="do not upload .debs through aptship serve (the CI path; not skipped by "
+        "--skip-server)",
+    )
+    p.add_argument(
+        "--ci-uploads",
+        type=int,
+        default=None,
+        help=f"uploads per way (API, CLI) in the CI path (default {CI_UPLOADS}; "
+        f"--smoke: {SMOKE_CI_UPLOADS})",
+    )
     p.add_argument(
         "--skip-fleet",
         action="store_true",
@@ -146,6 +170,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--runs must be at least 1")
     if args.hosts is None:
         args.hosts = SMOKE_HOSTS if args.smoke else FLEET_HOSTS
+    if args.ci_uploads is None:
+        args.ci_uploads = SMOKE_CI_UPLOADS if args.smoke else CI_UPLOADS
+    if args.ci_uploads < 1:
+        p.error("--ci-uploads must be at least 1")
     if args.fleet_rounds is None:
         args.fleet_rounds = 1 if args.smoke else 3
     args.fleet_targets = [t for t in str(args.fleet_targets).split(",") if t.strip()]
@@ -171,6 +199,8 @@ class Bench:
         self.checks: list[str] = []
         self.hints: list[str] = []
         self.s3: dict[tuple[int, str], dict[str, list[Any]]] = {}  # (N, config) -> op
+        self.apt_loops: dict[tuple[int, str], Any] = {}  # (N, config) -> aptloop.LoopResult
+        self.ci: dict[tuple[int, str], Any] = {}  # (N, config) -> cipath.CiPath
         self.server: dict[str, Any] = {}
         self.help_time: float | None = None
         self.scaleout: Any = None
@@ -243,6 +273,11 @@ class Bench:
                     self.run_s3(driver, size)
                 except Exception as exc:
                     self.fail(f"S3 at N={size} ({driver.name})", exc)
+            if isinstance(driver, AptshipDriver) and not self.args.skip_ci_path:
+                try:
+                    self.run_ci_path(driver, size)
+                except Exception as exc:
+                    self.fail(f"CI path at N={size} ({driver.name})", exc)
             if (
                 isinstance(driver, AptshipDriver)
                 and driver.formats is None
@@ -322,17 +357,20 @@ class Bench:
             for r in range(max(2, self.args.runs))
         ]
         adds, promotes = [], []
-        for deb in debs:
-            adds.append(s3bench.measure(factory, lambda r, deb=deb: r.publish(BENCH, [deb])))
-        for deb in debs:
-            package, version, _ = deb.name.split("_")
-            promotes.append(
-                s3bench.measure(
-                    factory,
-                    lambda r, p=package, v=version: r.promote(p, v, BENCH, STAGE),
+        with self.apt_loop(local, size, cfg, cfg_path, factory) as loop:
+            for deb in debs:
+                adds.append(s3bench.measure(factory, lambda r, deb=deb: r.publish(BENCH, [deb])))
+                loop.settle()  # apt has fetched this publish before the next one
+            for deb in debs:
+                package, version, _ = deb.name.split("_")
+                promotes.append(
+                    s3bench.measure(
+                        factory,
+                        lambda r, p=package, v=version: r.promote(p, v, BENCH, STAGE),
+                    )
                 )
-            )
-        self.s3[size, local.name] = {"add": adds, "promote": promotes}
+                loop.settle()
+            self.s3[size, local.name] = {"add": adds, "promote": promotes}
         self.log(
             f"  S3 {local.name} N={size}: add one {[a.requests for a in adds]} requests, "
             f"promote one {[p.requests for p in promotes]} requests"
@@ -345,6 +383,77 @@ class Bench:
                 self.fail("S3 verify", BenchError("\n".join(problems)))
             else:
                 self.checks.append(f"S3 (moto) N={size}: aptship verify --fast OK")
+
+    @contextlib.contextmanager
+    def apt_loop(
+        self,
+        local: AptshipDriver,
+        size: int,
+        cfg: dict[str, object],
+        cfg_path: Path,
+        factory: Any,
+    ) -> Iterator[Any]:
+        """``aptship serve`` on the S3 repository, and a real apt-get update looping
+        against it (bench and stage, a read token) until the block ends."""
+        from benchmarks import s3bench
+        from benchmarks.aptloop import AptLoop
+        from benchmarks.serverbench import aptship_server
+        from publisher.tokens import open_tokens
+
+        repo = factory()
+        secret = open_tokens(repo.config, repo.storage).create(
+            f"bench-apt-{uuid.uuid4().hex[:8]}", "read", [BENCH, STAGE]
+        )
+        cfg_path.write_text(toml_text(cfg))
+        env = {k: v for k, v in self.env.items() if k not in ("AWS_SESSION_TOKEN", "AWS_PROFILE")}
+        env.update(s3bench.DUMMY)
+        root = self.work / "apt-loop" / f"{local.slug}-{size}"
+        shutil.rmtree(root, ignore_errors=True)
+        with aptship_server(cfg_path, env, self.work / "logs" / "s3-serve") as (base, _, _how):
+            loop = AptLoop(root, base, local.public_key(), [BENCH, STAGE], secret).start()
+            try:
+                yield loop
+            finally:
+                result = loop.stop()
+        self.apt_loops[size, local.name] = result
+        self.log(f"  S3 {local.name} N={size}: apt-get loop: {result.line()}")
+        if result.mismatches or result.failures:
+            raise BenchError(
+                f"apt-get update during the S3 publishes: {result.line()}:\n"
+                + "\n---\n".join(result.examples)
+            )
+        self.checks.append(f"S3 (moto) N={size} ({local.name}), apt-get loop: {result.line()}")
+
+    # -- the CI path -------------------------------------------------------------------------
+    def run_ci_path(self, local: AptshipDriver, size: int) -> None:
+        """K uploads through ``aptship serve`` into a copy of ``local``'s repository."""
+        from benchmarks import cipath
+
+        dest = self.work / "repos" / f"ci-{local.slug}-{size}"
+        config = cipath.copy_repository(
+            local.root,
+            dest,
+            lambda repo: toml_text(local.config_dict({"type": "local", "path": str(repo)})),
+        )
+        try:
+            self.ci[size, local.name] = cipath.run_ci_path(
+                config=config,
+                entries=size,
+                env=self.env,
+                work=self.work,
+                uploads=self.args.ci_uploads,
+                log=self.log,
+            )
+            if self.args.smoke:
+                problems = aptship_verify(config, fast=False)
+                if problems:
+                    raise BenchError("aptship verify after the CI uploads:\n" + "\n".join(problems))
+                self.checks.append(
+                    f"CI path N={size} ({local.name}): {2 * self.args.ci_uploads} uploads "
+                    "through aptship serve added; aptship verify OK"
+                )
+        finally:
+            shutil.rmtree(dest, ignore_errors=True)
 
     # -- server --------------------------------------------------------------------------
     def run_server(self) -> None:
@@ -596,6 +705,7 @@ def render_report(b: Bench, elapsed: float) -> str:
         "",
     ]
     lines += render_s3(b)
+    lines += render_ci_path(b.ci, skipped=b.args.skip_ci_path)
     lines += render_server(b)
     lines += b.scaleout_lines()
     lines += [
@@ -606,7 +716,7 @@ def render_report(b: Bench, elapsed: float) -> str:
     ]
     if not b.args.smoke:
         lines += render_targets(b)
-        lines += render_round2(b)
+        lines += render_issue17(b, [label for label, _ in APTSHIP_CONFIGS])
     lines += render_samples(b)
     if b.notes or b.failures:
         lines += ["## Notes and failures", ""]
@@ -661,6 +771,7 @@ def render_s3(b: Bench) -> list[str]:
             ["N", "config", "operation", "requests", "bytes sent (median)", "wall (moto)"], rows
         ),
         "",
+        *render_apt_loops(b.apt_loops),
     ]
 
 
@@ -793,79 +904,6 @@ def render_targets(b: Bench) -> list[str]:
         None if b.help_time is None else b.help_time < 0.15,
     )
     return ["## Targets", "", md_table(["target", "measured", "verdict"], rows), ""]
-
-
-# issue 17's table: (operation, N, op, value before, peers, target rule)
-ROUND2 = (
-    ("add one .deb at 50k", 50000, "add", "0.78 s", ("reprepro", "aptly"), 0.3),
-    ("promote one at 50k", 50000, "promote", "0.76 s", ("reprepro", "aptly"), 0.3),
-    ("add one at 1k", 1000, "add", "0.29 s", ("aptly", "reprepro"), 0.15),
-    ("import 10k .debs", 10000, "import", "13-24 s", ("aptly",), None),
-    ("re-render + sign at 10k", 10000, "reindex", "1.77 s", ("reprepro",), None),
-    ("verify --fast at 10k", 10000, "verify", "1.05 s", ("reprepro", "aptly"), 0.3),
-)
-
-
-def render_round2(b: Bench) -> list[str]:
-    """Issue 17's before/after table, re-measured in this run, with the peers' ratios."""
-    rows = []
-    for title, size, op, before, peers, limit in ROUND2:
-        for label, _ in APTSHIP_CONFIGS:
-            mine = _wall(b, size, label, op)
-            seen = {p: _wall(b, size, p, op) for p in peers}
-            cells = ", ".join(
-                f"{p} {fmt_seconds(v)} ({fmt_ratio(v, mine)})" for p, v in seen.items()
-            )
-            if limit is not None:
-                goal = f"<= {limit} s" + (" and < aptly" if op == "add" and size == 1000 else "")
-                ok = mine is not None and mine <= limit
-                if op == "add" and size == 1000:
-                    ok = ok and (seen.get("aptly") is None or mine < (seen["aptly"] or 0))
-            else:
-                goal = f"<= {peers[0]}"
-                ref = seen.get(peers[0])
-                ok = mine is not None and ref is not None and mine <= ref
-            verdict = "not measured" if mine is None else ("met" if ok else "MISSED")
-            rows.append([title, label, before, fmt_seconds(mine), cells, goal, verdict])
-    for label, _ in APTSHIP_CONFIGS:
-        s3 = b.s3.get((10000, label), {}).get("add")
-        sent = sorted(c.bytes_sent for c in s3) if s3 else []
-        mid = sent[len(sent) // 2] / 1024**2 if sent else None
-        rows.append(
-            [
-                "S3 bytes sent per add-one at 10k",
-                label,
-                "28 MB",
-                "n/a" if mid is None else f"{mid:.2f} MB",
-                "-",
-                "<= 4 MB",
-                "not measured" if mid is None else ("met" if mid <= 4 else "MISSED"),
-            ]
-        )
-        imp = _get(b, 50000, label, "import")
-        aptly = _get(b, 50000, "aptly", "import")
-        rows.append(
-            [
-                "import 50k peak RSS",
-                label,
-                "281 MB",
-                f"{imp.rss_mb:.0f} MB" if imp else "n/a",
-                f"aptly {aptly.rss_mb:.0f} MB" if aptly else "-",
-                "<= 150 MB",
-                "not measured" if imp is None else ("met" if imp.rss_mb <= 150 else "MISSED"),
-            ]
-        )
-    return [
-        "## Issue 17 (performance, round 2): before and after",
-        "",
-        '"before" is the issue\'s table; the ratio after each peer is peer time / '
-        "aptship time (above 1: aptship is faster).",
-        "",
-        md_table(
-            ["operation", "config", "before", "now", "peers (ratio)", "target", "verdict"], rows
-        ),
-        "",
-    ]
 
 
 def main(argv: list[str] | None = None) -> int:

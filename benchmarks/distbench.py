@@ -38,7 +38,7 @@ from benchmarks.common import (
     tool_env,
 )
 from benchmarks.debgen import VERSIONS_PER_PACKAGE, filename, package_name, write_deb
-from benchmarks.drivers import _toml
+from benchmarks.drivers import toml_text
 
 DISTS = {"bookworm": 12, "trixie": 13}
 BENCH, STAGE = "bench", "stage"
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     (root / "repo").mkdir(parents=True)
     config = root / "aptship.toml"
     config.write_text(
-        _toml(
+        toml_text(
             {
                 "repository": {
                     "origin": "aptship-bench",

@@ -139,7 +139,7 @@ class AptshipDriver(Driver):
     def reset(self) -> None:
         super().reset()
         (self.root / "repo").mkdir()
-        self.config_path.write_text(_toml(self.config_dict()))
+        self.config_path.write_text(toml_text(self.config_dict()))
 
     def cli(self, *args: str) -> list[str]:
         return [APTSHIP, "--config", str(self.config_path), *args]
@@ -324,7 +324,7 @@ class AptlyDriver(Driver):
         return self.root / "root" / "public"
 
 
-def _toml(data: dict[str, object]) -> str:
+def toml_text(data: dict[str, object]) -> str:
     """A tiny TOML writer for the config dicts above (tables of scalars and lists)."""
 
     def value(v: object) -> str:

@@ -8,7 +8,8 @@ writes its values to files there, and ``/metrics`` aggregates all workers with a
 app's own registry is served.
 
 Labels use the Flask endpoint name, never the raw path, so a scan of random URLs
-cannot blow up the number of series.
+cannot blow up the number of series.  The same timing is sent back on every
+``/api/`` answer as ``Server-Timing: app;dur=<ms>`` (the benchmark's CI path reads it).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from repo_server.fleet import hosts_metrics
 from repo_server.state import server_state
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+API_PATH = "/api/"  # API answers carry a Server-Timing header (docs/server.md)
 bp = Blueprint("metrics", __name__)
 
 
@@ -99,7 +101,10 @@ class Metrics:
         endpoint = request.endpoint or "unmatched"
         started = g.get("aptship_started")
         if started is not None:
-            self.latency.labels(endpoint).observe(time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            self.latency.labels(endpoint).observe(elapsed)
+            if request.path.startswith(API_PATH):  # what the client waited for the app
+                response.headers["Server-Timing"] = f"app;dur={elapsed * 1000:.1f}"
         self.requests.labels(endpoint, request.method, str(response.status_code)).inc()
         length = response.content_length
         if request.method != "HEAD" and response.status_code in (200, 206) and length:

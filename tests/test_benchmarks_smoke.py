@@ -42,6 +42,16 @@ def test_benchmark_smoke(tmp_path: Path) -> None:
         assert "aptship verify OK" in line, report
         assert line.count("apt-get update OK") == 2, report
     assert "S3 (moto) N=200: aptship verify --fast OK" in report, report
+    for label in ("aptship", "aptship gz+xz"):
+        # a real apt-get update looped against the S3 repository while it was published
+        loop = f"- S3 (moto) N=200 ({label}), apt-get loop: "
+        line = next((ln for ln in report.splitlines() if ln.startswith(loop)), "")
+        runs = line.removeprefix(loop).split(" ", 1)[0]
+        assert runs.isdigit() and int(runs) >= 4, report  # at least one run per publish
+        assert line.endswith(" 0 failed, 0 with a hash mismatch"), report
+        # the CI path: uploads through aptship serve, then a full verify of the result
+        ci = f"- CI path N=200 ({label}): 6 uploads through aptship serve added; aptship verify OK"
+        assert ci in report.splitlines(), report
     if "--skip-peers" not in args:
         for peer in ("reprepro", "aptly"):
             assert f"- {peer}: bench: apt-get update OK" in report, report

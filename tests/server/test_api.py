@@ -339,6 +339,20 @@ def test_metrics(client: FlaskClient, env: ServerEnv, debs: DebFactory) -> None:
     assert client.get("/metrics").status_code == 401
 
 
+def test_server_timing_on_api_answers_only(
+    client: FlaskClient, env: ServerEnv, debs: DebFactory
+) -> None:
+    for resp in (
+        upload(client, env, debs("hello", "1.0-1")),
+        client.get("/api/v1/channels", headers=env.headers("read")),
+        client.get("/api/v1/channels/ghost", headers=env.headers("read")),  # an error answer
+    ):
+        name, _, dur = resp.headers["Server-Timing"].partition(";dur=")
+        assert name == "app" and float(dur) >= 0, resp.headers["Server-Timing"]
+    for path in ("/dists/dev/Release", "/healthz", "/metrics"):
+        assert "Server-Timing" not in client.get(path, headers=env.headers("admin")).headers
+
+
 def test_public_metrics(make_env: EnvFactory) -> None:
     env = make_env(metrics_public=True)
     client = create_app(env.config_path).test_client()
