@@ -26,6 +26,7 @@ import json
 import logging
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any
@@ -138,6 +139,7 @@ class DistWriter:
         self.storage = storage
         self.signer = signer
         self.states = states if states is not None else StateStore(storage)
+        self._recompress = False  # see recompressing()
 
     # -- public ------------------------------------------------------------------
     def publish(
@@ -293,6 +295,8 @@ class DistWriter:
         """Put ``path`` into ``new``: the previous file with the changed buckets'
         ``texts`` spliced in, or (``full``) built from ``texts`` alone.  Returns the
         new file's parts, or None when the previous file is kept as it was."""
+        if full:
+            return self._render_full(view.channel, old, new, payloads, path, fmt, texts)
         parts: list[codecs.Part] = []
         if not full:
             prev = old.files[path]
@@ -310,6 +314,68 @@ class DistWriter:
         new.files[path] = info
         payloads[path] = data
         return merged
+
+    # -- full render (aptship reindex) -----------------------------------------------
+    @contextlib.contextmanager
+    def recompressing(self) -> Iterator[None]:
+        """Full renders inside compress every part again (``aptship reindex --full``)."""
+        self._recompress = True
+        try:
+            yield
+        finally:
+            self._recompress = False
+
+    def _render_full(
+        self,
+        channel: str,
+        old: Record,
+        new: Record,
+        payloads: dict[str, bytes],
+        path: str,
+        fmt: str,
+        texts: dict[str, bytes],
+    ) -> list[codecs.Part]:
+        """``path`` built from ``texts`` alone.  A compressed part of the previous file
+        is reused when its recorded text digest is the SHA256 of the text rendered now,
+        and the stored file matches the record's SHA256 (so its bytes are the ones
+        compressed from that text); every other part is compressed again."""
+        reusable = {} if self._recompress else self._stored_parts(channel, old, path, fmt)
+        kept: dict[str, codecs.Part] = {}
+        todo: dict[str, bytes] = {}
+        for bucket, text in texts.items():
+            part = reusable.get(bucket)
+            if (
+                part is not None
+                and text
+                and codecs.text_digest(fmt, part) == hashlib.sha256(text).hexdigest()
+            ):
+                kept[bucket] = part
+            elif text:
+                todo[bucket] = text
+        kept.update(codecs.make_parts(fmt, todo))
+        merged = [kept[b] for b in sorted(kept)]
+        info, data = IndexFile.build(path, fmt, merged)
+        new.files[path] = info
+        payloads[path] = data
+        return merged
+
+    def _stored_parts(
+        self, channel: str, old: Record, path: str, fmt: str
+    ) -> dict[str, codecs.Part]:
+        """The compressed parts of the previous ``path`` that carry a text digest, if its
+        stored by-hash copy is intact ({} when it is missing, damaged or plain)."""
+        info = old.files.get(path)
+        if fmt == "plain" or info is None or not info.stored:
+            return {}
+        try:
+            data = self.storage.read_bytes(dists_key(channel, info.by_hash()[0]))
+            if len(data) != info.size or hashlib.sha256(data).hexdigest() != info.sha256:
+                raise ValueError("differs from the published record")
+            parts = codecs.split(fmt, data, info.layout)
+        except (NotFound, StorageError, ValueError) as exc:
+            log.info("dists/%s/%s: compressing every part again (%s)", channel, path, exc)
+            return {}
+        return {p[0]: p for p in parts if codecs.text_digest(fmt, p) is not None}
 
     @staticmethod
     def _touched(prev: IndexFile, texts: dict[str, bytes]) -> bool:

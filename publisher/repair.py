@@ -29,11 +29,11 @@ if TYPE_CHECKING:
 
 def lost_buckets(repo: Repository, channel: str) -> dict[str, str]:
     """{bucket: shard sha256} of the shards the head names that cannot be read."""
-    view = repo.states.view(channel)
+    head = repo.states.read_head(channel)
     lost = {}
-    for bucket, sha in view.head.shards.items():
+    for bucket, sha in head.shards.items():
         try:
-            view.shard(bucket)
+            repo.states.shard_bytes(channel, bucket, sha)  # read and hashed, not decoded
         except (NotFound, StorageError):
             lost[bucket] = sha
     return lost

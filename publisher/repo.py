@@ -358,8 +358,14 @@ class Repository(ReleaseOps):
             self.ensure_keyring()
         return self.engine.render(channel, force=force, head=head, since=since)
 
-    def reindex(self, channels: Iterable[str] | None = None) -> dict[str, int]:
-        """Re-render and re-sign ``channels``; first rebuild any lost state shard."""
+    def reindex(
+        self, channels: Iterable[str] | None = None, *, full: bool = False
+    ) -> dict[str, int]:
+        """Re-render and re-sign ``channels``; first rebuild any lost state shard.
+
+        A compressed index part whose text is rendered again unchanged is reused from
+        the intact stored file (publisher.dists); ``full`` compresses every part again.
+        """
         from publisher.repair import rebuild_lost_shards
 
         names = list(channels) if channels else list(self.config.channels)
@@ -374,7 +380,10 @@ class Repository(ReleaseOps):
                     len(rebuilt),
                     name,
                 )
-        return {name: self.render(name, force=True) for name in names}
+        if not full:
+            return {name: self.render(name, force=True) for name in names}
+        with self.dists.recompressing():
+            return {name: self.render(name, force=True) for name in names}
 
     def ensure_keyring(self) -> None:
         self.dists.ensure_keyring()
