@@ -140,6 +140,7 @@ class DistWriter:
         self.signer = signer
         self.states = states if states is not None else StateStore(storage)
         self._recompress = False  # see recompressing()
+        self._intact: set[str] = set()  # by-hash keys a full render found intact
 
     # -- public ------------------------------------------------------------------
     def publish(
@@ -201,12 +202,14 @@ class DistWriter:
                 built = self._build(chan, view, old, full=False)
             except (KeyError, NotFound, ValueError):
                 log.info("channel %s: previous indexes unusable, rendering in full", channel)
+        self._intact.clear()
         new, payloads = built or self._build(chan, view, old, full=True)
+        create = self._create if built is not None else self._create_or_repair
         written: dict[str, Restore | None] = {}
         for path, data in payloads.items():
             for by_hash in new.files[path].by_hash():
                 key = dists_key(channel, by_hash)
-                restore = functools.partial(self._create, key, data)
+                restore = functools.partial(create, key, data)
                 restore()
                 written[key] = restore
         public = self.signer.export_public()
@@ -359,6 +362,28 @@ class DistWriter:
         payloads[path] = data
         return merged
 
+    def _create_or_repair(self, key: str, data: bytes) -> None:
+        """A full render's by-hash write: an existing file with other bytes than its
+        name says (damaged) is replaced, so ``reindex`` repairs it.  Content-addressed,
+        so every writer of this key writes these same bytes."""
+        try:
+            self.storage.write_bytes(key, data, create_only=True)
+            return
+        except PreconditionFailed:
+            if key in self._intact:
+                return  # read and hashed by this render already (_stored_parts)
+        try:
+            with self.storage.open_read(key) as fh:
+                h = hashlib.sha256()
+                while chunk := fh.read(1 << 20):
+                    h.update(chunk)
+            if h.digest() == hashlib.sha256(data).digest():
+                return
+        except NotFound:
+            pass
+        log.warning("warning: %s was damaged; written again", key)
+        self.storage.write_bytes(key, data)
+
     def _stored_parts(
         self, channel: str, old: Record, path: str, fmt: str
     ) -> dict[str, codecs.Part]:
@@ -375,6 +400,7 @@ class DistWriter:
         except (NotFound, StorageError, ValueError) as exc:
             log.info("dists/%s/%s: compressing every part again (%s)", channel, path, exc)
             return {}
+        self._intact.add(dists_key(channel, info.by_hash()[0]))
         return {p[0]: p for p in parts if codecs.text_digest(fmt, p) is not None}
 
     @staticmethod
