@@ -407,7 +407,11 @@ def history(ctx: Context, package: str | None, channel: str | None, as_json: boo
 
 
 @cli.command(name="verify")
-@click.option("--fast", is_flag=True, help="Check pool file sizes only, not their hashes.")
+@click.option(
+    "--fast",
+    is_flag=True,
+    help="Check what apt relies on: index hashes, pool file sizes (no pool byte read).",
+)
 @channel_option(
     "Only this channel (repeatable; default: every channel).", required=False, multiple=True
 )
