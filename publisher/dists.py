@@ -377,7 +377,7 @@ class DistWriter:
                 h = hashlib.sha256()
                 while chunk := fh.read(1 << 20):
                     h.update(chunk)
-            if h.digest() == hashlib.sha256(data).digest():
+            if h.hexdigest() == key.rsplit("/", 1)[1]:  # by-hash/SHA256/<digest of data>
                 return
         except NotFound:
             pass

@@ -31,6 +31,7 @@ from publisher.errors import (
     ImmutableConflict,
     InvalidPackage,
     NotFound,
+    StorageError,
 )
 from publisher.lifecycle import retention_changes
 from publisher.pins import set_pin
@@ -371,8 +372,9 @@ class Repository(ReleaseOps):
         names = list(channels) if channels else list(self.config.channels)
         for name in names:
             self.config.channel(name)
-        for name in names:
-            rebuilt = rebuild_lost_shards(self, name)
+
+        def repair(name: str, *, hashed: bool) -> bool:
+            rebuilt = rebuild_lost_shards(self, name, hashed=hashed)
             if rebuilt:
                 log.warning(
                     "warning: rebuilt %d entries of lost state shards in %s from dists/; "
@@ -380,10 +382,23 @@ class Repository(ReleaseOps):
                     len(rebuilt),
                     name,
                 )
+            return bool(rebuilt)
+
+        def render(name: str) -> int:
+            # Missing shards are found by one listing; a damaged one (its bytes do not
+            # match its hash) by the render, which reads and hashes every shard anyway.
+            repair(name, hashed=False)
+            try:
+                return self.render(name, force=True)
+            except (NotFound, StorageError):
+                if not repair(name, hashed=True):
+                    raise
+                return self.render(name, force=True)
+
         if not full:
-            return {name: self.render(name, force=True) for name in names}
+            return {name: render(name) for name in names}
         with self.dists.recompressing():
-            return {name: self.render(name, force=True) for name in names}
+            return {name: render(name) for name in names}
 
     def ensure_keyring(self) -> None:
         self.dists.ensure_keyring()

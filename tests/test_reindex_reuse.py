@@ -17,6 +17,7 @@ from publisher import codecs
 from publisher.dists import DistWriter, read_record
 from publisher.errors import StorageError
 from publisher.repo import KEYRING_KEY, Repository
+from publisher.state import bucket_of, shard_key
 from publisher.verify import verify
 from tests.aptenv import AptEnv
 from tests.httpserve import serve_directory
@@ -130,3 +131,23 @@ def test_apt_reads_indexes_mixing_reused_and_new_parts(
         assert any(r.endswith(order) or "/by-hash/SHA256/" in r for r in requests), requests
         assert apt.fetch("pkg5=2.0-1") == deb.read_bytes()
         assert "1.0-1" in apt.policy("pkg7").output
+
+
+def test_reindex_rebuilds_a_damaged_shard_found_while_rendering(
+    repo: Repository, debs: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Missing shards are found by one listing before the render; a shard whose bytes
+    no longer match its hash is found by the render, then rebuilt from dists/."""
+    repo.publish("dev", [debs("app", "1.0-1"), debs("app", "2.0-1"), debs("lib", "0.1")])
+    head = repo.states.read_head("dev")
+    bucket = bucket_of("app")
+    shard = tmp_path / "repo" / shard_key("dev", bucket, head.shards[bucket])
+    shard.write_bytes(shard.read_bytes().replace(b"2.0-1", b"9.9-9"))
+    fresh = Repository(repo.config, repo.storage)  # no cached shard bytes
+    assert any("does not match its hash" in p for p in verify(fresh))
+    fresh.reindex(["dev"])
+    assert verify(fresh) == []
+    assert {e.version for e in fresh.states.view("dev").require("app").entries} == {
+        "1.0-1",
+        "2.0-1",
+    }
