@@ -265,11 +265,11 @@ class DistWriter:
                 for b in set(head.shards) | set(old.shards)
                 if head.shards.get(b) != old.shards.get(b)
             }
-        entries = {b: view.bucket_entries(b) if b in head.shards else [] for b in changed}
+        by_arch, pins = self._bucket_texts(chan, view, changed)
         new = Record(generation=head.generation, shards=dict(head.shards))
         payloads: dict[str, bytes] = {}
         for arch in chan.architectures:
-            texts = {b: segment_text(es, arch) for b, es in entries.items()}
+            texts = by_arch[arch]
             merged: dict[str, list[codecs.Part] | None] = {}
             for fmt in rendered_formats(self.config):
                 merged[fmt] = self._splice_file(
@@ -278,11 +278,24 @@ class DistWriter:
             if "plain" not in merged:
                 self._list_plain(view.channel, old, new, arch, texts, merged)
         # The channel's pins travel in the signed suite as one more index (docs/hosts.md).
-        pins = {
-            b: pins_segment(chan.name, view.shard(b)) if b in head.shards else b"" for b in changed
-        }
         self._splice_file(view, old, new, payloads, PINS_PATH, "plain", pins, full)
         return new, payloads
+
+    def _bucket_texts(
+        self, chan: ChannelConfig, view: ChannelState, buckets: set[str]
+    ) -> tuple[dict[str, dict[str, bytes]], dict[str, bytes]]:
+        """({arch: {bucket: Packages text}}, {bucket: pins text}) of ``buckets``, one
+        shard at a time: a full render holds the texts, never every decoded shard."""
+        by_arch: dict[str, dict[str, bytes]] = {arch: {} for arch in chan.architectures}
+        pins: dict[str, bytes] = {}
+        for bucket in sorted(buckets):
+            sha = view.head.shards.get(bucket)
+            shard = view.store.load_shard(view.channel, bucket, sha) if sha else {}
+            entries = [e for name in sorted(shard) for e in shard[name].entries]
+            for arch, texts in by_arch.items():
+                texts[bucket] = segment_text(entries, arch)
+            pins[bucket] = pins_segment(chan.name, shard) if sha else b""
+        return by_arch, pins
 
     def _splice_file(
         self,
