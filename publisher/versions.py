@@ -1,7 +1,8 @@
 """Debian policy checks for names, versions and architectures, and dpkg ordering.
 
-Ordering is python-debian's :class:`debian.debian_support.Version` (dpkg's
-algorithm); the test suite cross-checks it against ``dpkg --compare-versions``.
+Ordering is dpkg's algorithm: python-debian's :class:`debian.debian_support.Version`,
+and :func:`version_key` (the same order as a plain tuple, for sorting many entries);
+the test suite cross-checks both against ``dpkg --compare-versions`` and each other.
 """
 
 from __future__ import annotations
