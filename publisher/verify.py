@@ -9,8 +9,8 @@ list of problems; empty means healthy.
 ``fast`` checks what apt relies on and no pool byte: each index is hashed once (its
 by-hash copy, which apt fetches; the uncompressed ``Packages`` that Release only
 lists is skipped), the pool files are the ones a verified ``Packages`` names, checked
-by size from one listing of ``pool/`` (one stat per file on a directory, one request
-per 1,000 keys on S3), and the state shards the head names must exist (the full
+by size from one listing of each pool subtree they are in (one stat per file on a
+directory, one request per 1,000 keys on S3), and the state shards the head names must exist (the full
 check reads and hashes them and walks every entry).
 """
 
@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, BinaryIO
 
 from publisher.dists import dists_key, read_record, served
-from publisher.errors import NotFound, StorageError
+from publisher.errors import NotFound, StorageError, UsageError
 from publisher.index import SUFFIX
 from publisher.signing import Gpgv, key_matches
 from publisher.state import STATE_PREFIX, shard_key
@@ -295,26 +295,35 @@ def _block_refs(block: bytes) -> Iterator[tuple[str, int]]:
 
 
 class _Pool:
-    """Pool file sizes: from one listing of ``pool/`` when many are checked (shared by
-    every channel of one run), else one stat each."""
+    """Pool file sizes.  Many files: one listing of each pool subtree they are in
+    (``pool/<component>/<initial>/``, shared by every channel of one run); a few: one
+    stat each."""
 
     def __init__(self, repo: Repository) -> None:
         self.storage = repo.serving
-        self._listed: dict[str, int] | None = None
+        self._listed: dict[str, dict[str, int]] = {}  # subtree prefix -> {key: size}
 
     def sizes(self, keys: list[str]) -> dict[str, int]:
-        if self._listed is None and len(keys) >= LIST_FROM:
-            self._listed = {o.key: o.size for o in self.storage.list("pool/")}
-        if self._listed is not None:
-            listed = self._listed
-            return {k: listed[k] for k in keys if k in listed}
-        found = {}
+        found: dict[str, int] = {}
         for key in keys:
             try:
-                found[key] = self.storage.stat(key).size
-            except NotFound:
+                size = self._size(key, listing=len(keys) >= LIST_FROM)
+            except (NotFound, UsageError):
                 continue
+            found[key] = size
         return found
+
+    def _size(self, key: str, *, listing: bool) -> int:
+        if not listing:
+            return self.storage.stat(key).size
+        parts = key.split("/")
+        prefix = "/".join(parts[: min(3, len(parts) - 1)]) + "/"
+        if prefix not in self._listed:
+            self._listed[prefix] = {o.key: o.size for o in self.storage.list(prefix)}
+        try:
+            return self._listed[prefix][key]
+        except KeyError:
+            raise NotFound(f"{key} not found") from None
 
 
 def _pool_problems(pool: _Pool, refs: dict[str, int], channel: str) -> list[str]:
