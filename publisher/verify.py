@@ -10,8 +10,8 @@ list of problems; empty means healthy.
 by-hash copy, which apt fetches; the uncompressed ``Packages`` that Release only
 lists is skipped), the pool files are the ones a verified ``Packages`` names, checked
 by size from one listing of each pool subtree they are in (one stat per file on a
-directory, one request per 1,000 keys on S3), and the state shards the head names must exist (the full
-check reads and hashes them and walks every entry).
+directory, one request per 1,000 keys on S3), and the state shards the head names
+must exist (the full check reads and hashes them and walks every entry).
 """
 
 from __future__ import annotations
