@@ -198,11 +198,16 @@ def show(ctx: Context, package: str, as_json: bool) -> None:
 @channel_option(
     "Only this channel (repeatable; default: every channel).", required=False, multiple=True
 )
+@click.option(
+    "--full",
+    is_flag=True,
+    help="Compress every index part again instead of reusing the intact unchanged ones.",
+)
 @json_option
 @pass_ctx
-def reindex(ctx: Context, channels: tuple[str, ...], as_json: bool) -> None:
+def reindex(ctx: Context, channels: tuple[str, ...], full: bool, as_json: bool) -> None:
     """Re-render and re-sign channel indexes from the state."""
-    done = ctx.repo.reindex(channels or None)
+    done = ctx.repo.reindex(channels or None, full=full)
     if as_json:
         emit_json({"reindexed": done})
         return
@@ -402,7 +407,11 @@ def history(ctx: Context, package: str | None, channel: str | None, as_json: boo
 
 
 @cli.command(name="verify")
-@click.option("--fast", is_flag=True, help="Check pool file sizes only, not their hashes.")
+@click.option(
+    "--fast",
+    is_flag=True,
+    help="Check what apt relies on: index hashes, pool file sizes (no pool byte read).",
+)
 @channel_option(
     "Only this channel (repeatable; default: every channel).", required=False, multiple=True
 )

@@ -8,25 +8,33 @@
   are rebuilt around them (xz file format 1.0.4, sections 2 and 4).
 
 A part is ``(bucket, data, meta)``; ``meta`` is what the container needs besides the
-bytes (for xz blocks: unpadded and uncompressed size) and is kept in the published
-record's layout, so a later publish can split the file again without parsing it.
+bytes (for xz blocks: unpadded and uncompressed size) and, for compressed parts, the
+SHA256 of the text they were compressed from.  It is kept in the published record's
+layout, so a later publish can split the file again without parsing it, and a full
+render can reuse a part whose text it renders again (:func:`text_digest`).
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import lzma
+import re
 import struct
 import zlib
 from collections.abc import Sequence
 
-Part = tuple[str, bytes, tuple[int, ...]]
+Part = tuple[str, bytes, tuple[int | str, ...]]
 Layout = list[list[object]]  # [[bucket, length, *meta], ...] as stored in JSON
 
 _EMPTY_GZ = gzip.compress(b"", compresslevel=6, mtime=0)
 _XZ_MAGIC = b"\xfd7zXZ\x00"
 _XZ_FLAGS = b"\x00\x04"  # no flags, CRC64 check
 _XZ_HEADER = _XZ_MAGIC + _XZ_FLAGS + struct.pack("<I", zlib.crc32(_XZ_FLAGS))
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+XZ_PRESET = 6
+COMPRESS_THREADS = 2
+PARALLEL_BYTES = 1 << 20  # below this, starting threads costs more than it saves
 
 
 def _varint(n: int) -> bytes:
@@ -49,13 +57,26 @@ def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
             return value, pos
 
 
+def _xz_filters(size: int) -> list[dict[str, int]]:
+    """xz -6, with a dictionary no larger than the text needs (4 KiB .. 8 MiB).  A
+    bigger dictionary than the input changes nothing in the output but costs its
+    allocation on every part (a full render makes 256 of them)."""
+    dict_size = 4096
+    while dict_size < size and dict_size < 8 << 20:
+        dict_size *= 2
+    return [{"id": lzma.FILTER_LZMA2, "preset": XZ_PRESET, "dict_size": dict_size}]
+
+
 def make_part(fmt: str, bucket: str, text: bytes) -> Part:
     if fmt == "plain":
         return bucket, text, ()
+    digest = hashlib.sha256(text).hexdigest()
     if fmt == "gz":
-        return bucket, gzip.compress(text, compresslevel=6, mtime=0), ()
+        return bucket, gzip.compress(text, compresslevel=6, mtime=0), (digest,)
     if fmt == "xz":
-        stream = lzma.compress(text, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC64, preset=6)
+        stream = lzma.compress(
+            text, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC64, filters=_xz_filters(len(text))
+        )
         backward = struct.unpack("<I", stream[-8:-4])[0]
         index_size = (backward + 1) * 4
         index = stream[-12 - index_size : -12]
@@ -64,8 +85,33 @@ def make_part(fmt: str, bucket: str, text: bytes) -> Part:
             raise ValueError("expected a single-block xz stream")
         unpadded, pos = _read_varint(index, pos)
         uncompressed, _ = _read_varint(index, pos)
-        return bucket, stream[12 : -12 - index_size], (unpadded, uncompressed)
+        return bucket, stream[12 : -12 - index_size], (unpadded, uncompressed, digest)
     raise ValueError(f"unknown index format {fmt!r}")
+
+
+def make_parts(fmt: str, texts: dict[str, bytes]) -> dict[str, Part]:
+    """:func:`make_part` of each (bucket, text), on two threads when there is enough
+    to compress (zlib and lzma release the GIL while they work)."""
+    if fmt == "plain" or len(texts) < 2 or sum(map(len, texts.values())) < PARALLEL_BYTES:
+        return {b: make_part(fmt, b, t) for b, t in texts.items()}
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=COMPRESS_THREADS) as pool:
+        made = pool.map(lambda item: make_part(fmt, *item), texts.items())
+        return {part[0]: part for part in made}
+
+
+def text_digest(fmt: str, part: Part) -> str | None:
+    """The SHA256 of the text ``part`` holds, when it is known without decompressing:
+    a plain part is its text; a compressed one records it in its meta (parts of
+    records written before the digest was kept have none)."""
+    if fmt == "plain":
+        return hashlib.sha256(part[1]).hexdigest()
+    meta = part[2]
+    want = {"gz": 1, "xz": 3}.get(fmt)
+    if want is None or len(meta) != want or not isinstance(meta[-1], str):
+        return None
+    return meta[-1]
 
 
 def join(fmt: str, parts: Sequence[Part]) -> bytes:
@@ -76,8 +122,8 @@ def join(fmt: str, parts: Sequence[Part]) -> bytes:
         return _EMPTY_GZ + body
     if fmt == "xz":
         index = bytearray(b"\x00" + _varint(len(parts)))
-        for _, _, (unpadded, uncompressed) in parts:
-            index += _varint(unpadded) + _varint(uncompressed)
+        for _, _, meta in parts:
+            index += _varint(int(meta[0])) + _varint(int(meta[1]))
         index += b"\x00" * (-len(index) % 4)
         index += struct.pack("<I", zlib.crc32(index))
         tail = struct.pack("<I", len(index) // 4 - 1) + _XZ_FLAGS
@@ -101,6 +147,13 @@ def layout(parts: Sequence[Part]) -> Layout:
     return [[b, len(data), *meta] for b, data, meta in parts]
 
 
+def _meta(value: object) -> int | str:
+    """One layout meta value as stored in JSON: a size, or a text digest."""
+    if isinstance(value, str) and _DIGEST.match(value):
+        return value
+    return int(str(value))
+
+
 def split(fmt: str, data: bytes, lay: Layout) -> list[Part]:
     """Cut a file made by :func:`join` back into its parts, checking the layout fits.
 
@@ -115,7 +168,7 @@ def split(fmt: str, data: bytes, lay: Layout) -> list[Part]:
         n = int(str(length))
         if n < 0:
             raise ValueError("index file does not match its recorded layout")
-        parts.append((str(bucket), data[pos : pos + n], tuple(int(str(m)) for m in meta)))
+        parts.append((str(bucket), data[pos : pos + n], tuple(_meta(m) for m in meta)))
         pos += n
     frame = join(fmt, [(b, b"", meta) for b, _, meta in parts])
     if pos > len(data) or data[:head] + data[pos:] != frame:

@@ -26,6 +26,7 @@ import json
 import logging
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any
@@ -138,6 +139,8 @@ class DistWriter:
         self.storage = storage
         self.signer = signer
         self.states = states if states is not None else StateStore(storage)
+        self._recompress = False  # see recompressing()
+        self._intact: set[str] = set()  # by-hash keys a full render found intact
 
     # -- public ------------------------------------------------------------------
     def publish(
@@ -199,12 +202,14 @@ class DistWriter:
                 built = self._build(chan, view, old, full=False)
             except (KeyError, NotFound, ValueError):
                 log.info("channel %s: previous indexes unusable, rendering in full", channel)
+        self._intact.clear()
         new, payloads = built or self._build(chan, view, old, full=True)
+        create = self._create if built is not None else self._create_or_repair
         written: dict[str, Restore | None] = {}
         for path, data in payloads.items():
             for by_hash in new.files[path].by_hash():
                 key = dists_key(channel, by_hash)
-                restore = functools.partial(self._create, key, data)
+                restore = functools.partial(create, key, data)
                 restore()
                 written[key] = restore
         public = self.signer.export_public()
@@ -260,11 +265,11 @@ class DistWriter:
                 for b in set(head.shards) | set(old.shards)
                 if head.shards.get(b) != old.shards.get(b)
             }
-        entries = {b: view.bucket_entries(b) if b in head.shards else [] for b in changed}
+        by_arch, pins = self._bucket_texts(chan, view, changed)
         new = Record(generation=head.generation, shards=dict(head.shards))
         payloads: dict[str, bytes] = {}
         for arch in chan.architectures:
-            texts = {b: segment_text(es, arch) for b, es in entries.items()}
+            texts = by_arch[arch]
             merged: dict[str, list[codecs.Part] | None] = {}
             for fmt in rendered_formats(self.config):
                 merged[fmt] = self._splice_file(
@@ -273,11 +278,24 @@ class DistWriter:
             if "plain" not in merged:
                 self._list_plain(view.channel, old, new, arch, texts, merged)
         # The channel's pins travel in the signed suite as one more index (docs/hosts.md).
-        pins = {
-            b: pins_segment(chan.name, view.shard(b)) if b in head.shards else b"" for b in changed
-        }
         self._splice_file(view, old, new, payloads, PINS_PATH, "plain", pins, full)
         return new, payloads
+
+    def _bucket_texts(
+        self, chan: ChannelConfig, view: ChannelState, buckets: set[str]
+    ) -> tuple[dict[str, dict[str, bytes]], dict[str, bytes]]:
+        """({arch: {bucket: Packages text}}, {bucket: pins text}) of ``buckets``, one
+        shard at a time: a full render holds the texts, never every decoded shard."""
+        by_arch: dict[str, dict[str, bytes]] = {arch: {} for arch in chan.architectures}
+        pins: dict[str, bytes] = {}
+        for bucket in sorted(buckets):
+            sha = view.head.shards.get(bucket)
+            shard = view.store.load_shard(view.channel, bucket, sha) if sha else {}
+            entries = [e for name in sorted(shard) for e in shard[name].entries]
+            for arch, texts in by_arch.items():
+                texts[bucket] = segment_text(entries, arch)
+            pins[bucket] = pins_segment(chan.name, shard) if sha else b""
+        return by_arch, pins
 
     def _splice_file(
         self,
@@ -293,6 +311,8 @@ class DistWriter:
         """Put ``path`` into ``new``: the previous file with the changed buckets'
         ``texts`` spliced in, or (``full``) built from ``texts`` alone.  Returns the
         new file's parts, or None when the previous file is kept as it was."""
+        if full:
+            return self._render_full(view.channel, old, new, payloads, path, fmt, texts)
         parts: list[codecs.Part] = []
         if not full:
             prev = old.files[path]
@@ -310,6 +330,91 @@ class DistWriter:
         new.files[path] = info
         payloads[path] = data
         return merged
+
+    # -- full render (aptship reindex) -----------------------------------------------
+    @contextlib.contextmanager
+    def recompressing(self) -> Iterator[None]:
+        """Full renders inside compress every part again (``aptship reindex --full``)."""
+        self._recompress = True
+        try:
+            yield
+        finally:
+            self._recompress = False
+
+    def _render_full(
+        self,
+        channel: str,
+        old: Record,
+        new: Record,
+        payloads: dict[str, bytes],
+        path: str,
+        fmt: str,
+        texts: dict[str, bytes],
+    ) -> list[codecs.Part]:
+        """``path`` built from ``texts`` alone.  A compressed part of the previous file
+        is reused when its recorded text digest is the SHA256 of the text rendered now,
+        and the stored file matches the record's SHA256 (so its bytes are the ones
+        compressed from that text); every other part is compressed again."""
+        reusable = {} if self._recompress else self._stored_parts(channel, old, path, fmt)
+        kept: dict[str, codecs.Part] = {}
+        todo: dict[str, bytes] = {}
+        for bucket, text in texts.items():
+            part = reusable.get(bucket)
+            if (
+                part is not None
+                and text
+                and codecs.text_digest(fmt, part) == hashlib.sha256(text).hexdigest()
+            ):
+                kept[bucket] = part
+            elif text:
+                todo[bucket] = text
+        kept.update(codecs.make_parts(fmt, todo))
+        merged = [kept[b] for b in sorted(kept)]
+        info, data = IndexFile.build(path, fmt, merged)
+        new.files[path] = info
+        payloads[path] = data
+        return merged
+
+    def _create_or_repair(self, key: str, data: bytes) -> None:
+        """A full render's by-hash write: an existing file with other bytes than its
+        name says (damaged) is replaced, so ``reindex`` repairs it.  Content-addressed,
+        so every writer of this key writes these same bytes."""
+        try:
+            self.storage.write_bytes(key, data, create_only=True)
+            return
+        except PreconditionFailed:
+            if key in self._intact:
+                return  # read and hashed by this render already (_stored_parts)
+        try:
+            with self.storage.open_read(key) as fh:
+                h = hashlib.sha256()
+                while chunk := fh.read(1 << 20):
+                    h.update(chunk)
+            if h.hexdigest() == key.rsplit("/", 1)[1]:  # by-hash/SHA256/<digest of data>
+                return
+        except NotFound:
+            pass
+        log.warning("warning: %s was damaged; written again", key)
+        self.storage.write_bytes(key, data)
+
+    def _stored_parts(
+        self, channel: str, old: Record, path: str, fmt: str
+    ) -> dict[str, codecs.Part]:
+        """The compressed parts of the previous ``path`` that carry a text digest, if its
+        stored by-hash copy is intact ({} when it is missing, damaged or plain)."""
+        info = old.files.get(path)
+        if fmt == "plain" or info is None or not info.stored:
+            return {}
+        try:
+            data = self.storage.read_bytes(dists_key(channel, info.by_hash()[0]))
+            if len(data) != info.size or hashlib.sha256(data).hexdigest() != info.sha256:
+                raise ValueError("differs from the published record")
+            parts = codecs.split(fmt, data, info.layout)
+        except (NotFound, StorageError, ValueError) as exc:
+            log.info("dists/%s/%s: compressing every part again (%s)", channel, path, exc)
+            return {}
+        self._intact.add(dists_key(channel, info.by_hash()[0]))
+        return {p[0]: p for p in parts if codecs.text_digest(fmt, p) is not None}
 
     @staticmethod
     def _touched(prev: IndexFile, texts: dict[str, bytes]) -> bool:

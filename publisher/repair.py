@@ -13,33 +13,39 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from debian.deb822 import Deb822
-
 from publisher.audit import current_actor
 from publisher.dists import dists_key, read_record
 from publisher.errors import NotFound, StorageError
 from publisher.index import decompress, index_path
 from publisher.pins import set_pin
-from publisher.state import ChannelState, Entry, bucket_of
+from publisher.state import STATE_PREFIX, ChannelState, Entry, bucket_of, shard_key
 from publisher.versions import newest
 
 if TYPE_CHECKING:
     from publisher.repo import Repository
 
 
-def lost_buckets(repo: Repository, channel: str) -> dict[str, str]:
-    """{bucket: shard sha256} of the shards the head names that cannot be read."""
-    view = repo.states.view(channel)
+def lost_buckets(repo: Repository, channel: str, *, hashed: bool = True) -> dict[str, str]:
+    """{bucket: shard sha256} of the shards the head names that cannot be read: missing,
+    or (``hashed``) whose bytes do not match their hash."""
+    head = repo.states.read_head(channel)
+    if not hashed:
+        present = {o.key for o in repo.storage.list(f"{STATE_PREFIX}/{channel}/shards/")}
+        return {
+            b: sha for b, sha in head.shards.items() if shard_key(channel, b, sha) not in present
+        }
     lost = {}
-    for bucket, sha in view.head.shards.items():
+    for bucket, sha in head.shards.items():
         try:
-            view.shard(bucket)
+            repo.states.shard_bytes(channel, bucket, sha)  # read and hashed, not decoded
         except (NotFound, StorageError):
             lost[bucket] = sha
     return lost
 
 
 def _published_entries(repo: Repository, channel: str) -> list[Entry]:
+    from debian.deb822 import Deb822  # only on a repair: 40 ms to import
+
     record = read_record(repo.storage, channel)
     found: dict[tuple[str, str, str], Entry] = {}
     for arch in repo.config.channel(channel).architectures:
@@ -75,9 +81,12 @@ def _published_entries(repo: Repository, channel: str) -> list[Entry]:
     return list(found.values())
 
 
-def rebuild_lost_shards(repo: Repository, channel: str) -> list[dict[str, Any]]:
-    """Rebuild lost buckets of ``channel``; the audit changes (empty: nothing lost)."""
-    lost = lost_buckets(repo, channel)
+def rebuild_lost_shards(
+    repo: Repository, channel: str, *, hashed: bool = True
+) -> list[dict[str, Any]]:
+    """Rebuild lost buckets of ``channel``; the audit changes (empty: nothing lost).
+    ``hashed=False`` looks for missing shards only (one listing, no shard read)."""
+    lost = lost_buckets(repo, channel, hashed=hashed)
     if not lost:
         return []
     entries = [

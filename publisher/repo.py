@@ -31,6 +31,7 @@ from publisher.errors import (
     ImmutableConflict,
     InvalidPackage,
     NotFound,
+    StorageError,
 )
 from publisher.lifecycle import retention_changes
 from publisher.pins import set_pin
@@ -358,15 +359,22 @@ class Repository(ReleaseOps):
             self.ensure_keyring()
         return self.engine.render(channel, force=force, head=head, since=since)
 
-    def reindex(self, channels: Iterable[str] | None = None) -> dict[str, int]:
-        """Re-render and re-sign ``channels``; first rebuild any lost state shard."""
+    def reindex(
+        self, channels: Iterable[str] | None = None, *, full: bool = False
+    ) -> dict[str, int]:
+        """Re-render and re-sign ``channels``; first rebuild any lost state shard.
+
+        A compressed index part whose text is rendered again unchanged is reused from
+        the intact stored file (publisher.dists); ``full`` compresses every part again.
+        """
         from publisher.repair import rebuild_lost_shards
 
         names = list(channels) if channels else list(self.config.channels)
         for name in names:
             self.config.channel(name)
-        for name in names:
-            rebuilt = rebuild_lost_shards(self, name)
+
+        def repair(name: str, *, hashed: bool) -> bool:
+            rebuilt = rebuild_lost_shards(self, name, hashed=hashed)
             if rebuilt:
                 log.warning(
                     "warning: rebuilt %d entries of lost state shards in %s from dists/; "
@@ -374,7 +382,23 @@ class Repository(ReleaseOps):
                     len(rebuilt),
                     name,
                 )
-        return {name: self.render(name, force=True) for name in names}
+            return bool(rebuilt)
+
+        def render(name: str) -> int:
+            # Missing shards are found by one listing; a damaged one (its bytes do not
+            # match its hash) by the render, which reads and hashes every shard anyway.
+            repair(name, hashed=False)
+            try:
+                return self.render(name, force=True)
+            except (NotFound, StorageError):
+                if not repair(name, hashed=True):
+                    raise
+                return self.render(name, force=True)
+
+        if not full:
+            return {name: render(name) for name in names}
+        with self.dists.recompressing():
+            return {name: render(name) for name in names}
 
     def ensure_keyring(self) -> None:
         self.dists.ensure_keyring()

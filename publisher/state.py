@@ -286,7 +286,8 @@ class StateStore:
     def view_of(self, head: Head) -> ChannelState:
         return ChannelState(self, head)
 
-    def load_shard(self, channel: str, bucket: str, sha: str) -> Shard:
+    def shard_bytes(self, channel: str, bucket: str, sha: str) -> bytes:
+        """A shard's stored bytes, checked against its hash (NotFound, StorageError)."""
         key = shard_key(channel, bucket, sha)
         data = self._shard_bytes.get(key)
         if data is None:
@@ -296,7 +297,11 @@ class StateStore:
                     f"state shard {key} does not match its hash; run `aptship verify`"
                 )
         self._remember(key, data)
-        return decode_shard(data)  # a fresh copy: callers modify what they load
+        return data
+
+    def load_shard(self, channel: str, bucket: str, sha: str) -> Shard:
+        # a fresh copy: callers modify what they load
+        return decode_shard(self.shard_bytes(channel, bucket, sha))
 
     def _write_shards(self, state: ChannelState) -> tuple[dict[str, str], dict[str, Restore]]:
         """Write the touched shards; return the new shard map and how to rewrite each

@@ -3,26 +3,42 @@
 For every channel: the InRelease and Release.gpg signatures (gpgv against the
 published ``archive-keyring.asc``), every index's size and hashes against Release
 and every by-hash copy, that the published record shows the newest committed state,
-and that every entry's pool file exists with the right size and SHA256 (``fast``:
-size only).  ``fast`` also hashes each index once (its by-hash copy, which apt
-fetches) and skips the uncompressed ``Packages`` that Release only lists.  Returns a
+and that every entry's pool file exists with the right size and SHA256.  Returns a
 list of problems; empty means healthy.
+
+``fast`` checks what apt relies on and no pool byte: each index is hashed once (its
+by-hash copy, which apt fetches; the uncompressed ``Packages`` that Release only
+lists is skipped), the pool files are the ones a verified ``Packages`` names, checked
+by size from one listing of each pool subtree they are in (one stat per file on a
+directory, one request per 1,000 keys on S3), and the state shards the head names
+must exist (the full check reads and hashes them and walks every entry).
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
-from typing import TYPE_CHECKING
+import lzma
+import re
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, BinaryIO
 
 from publisher.dists import dists_key, read_record, served
-from publisher.errors import NotFound, StorageError
+from publisher.errors import NotFound, StorageError, UsageError
+from publisher.index import SUFFIX
 from publisher.signing import Gpgv, key_matches
-from publisher.state import shard_key
+from publisher.state import STATE_PREFIX, shard_key
 
 if TYPE_CHECKING:
     from publisher.repo import Repository
 
 CHUNK = 1024 * 1024
+HASH_FIELDS = ("md5sum", "sha256", "sha512")
+LIST_FROM = 64  # pool files to check: from this many on, one listing instead of a stat each
+# Filename and Size as aptship renders them (Entry.stanza); other stanzas are parsed alone
+_POOL_REF = re.compile(rb"\nFilename: ([^\n]+)\nSize: ([0-9]+)\n")  # a literal prefix: fast
+_FILENAME = re.compile(rb"^Filename: ([^\n]+)$", re.M)
+_SIZE = re.compile(rb"^Size: ([0-9]+)$", re.M)
 
 
 def _digest(repo: Repository, key: str, name: str) -> str:
@@ -34,14 +50,18 @@ def _digest(repo: Repository, key: str, name: str) -> str:
 
 
 def _release_files(release: bytes) -> dict[str, dict[str, tuple[str, int]]]:
-    """{path: {"sha256": (hex, size), "sha512": ..., "md5sum": ...}} from a Release text."""
-    from debian.deb822 import Release
-
-    rel = Release(release)
+    """{path: {"sha256": (hex, size), "sha512": ..., "md5sum": ...}} from a Release text
+    (its hash fields: " <digest> <size> <path>" lines; a malformed line is skipped, so
+    the file it names shows as a problem)."""
     files: dict[str, dict[str, tuple[str, int]]] = {}
-    for field in ("md5sum", "sha256", "sha512"):
-        for item in rel.get(field, []):
-            files.setdefault(item["name"], {})[field] = (item[field], int(item["size"]))
+    field = ""
+    for line in release.decode("utf-8", "replace").splitlines():
+        if not line[:1].isspace():
+            field = line.partition(":")[0].strip().lower()
+            continue
+        words = line.split()
+        if field in HASH_FIELDS and len(words) == 3 and words[1].isdigit():
+            files.setdefault(words[2], {})[field] = (words[0], int(words[1]))
     return files
 
 
@@ -63,10 +83,12 @@ def _index_problems(
     files: dict[str, dict[str, tuple[str, int]]],
     *,
     fast: bool,
+    verified: dict[str, str] | None = None,
 ) -> list[str]:
     """One file Release lists: its plain path and its by-hash copies (what apt
     fetches).  Each index is hashed once: ``fast`` checks the by-hash copies' hashes
-    and the plain path's size only; a full check hashes both."""
+    and the plain path's size only; a full check hashes both.  ``verified`` gets
+    {path: by-hash key} of each index whose SHA256 copy matches Release."""
     problems: list[str] = []
     storage = repo.serving
     sha256, size = sums.get("sha256", ("", -1))
@@ -96,6 +118,8 @@ def _index_problems(
         try:
             if _digest(repo, by_hash, name) != sums[name][0]:
                 problems.append(f"{by_hash}: content does not match its name")
+            elif kind == "SHA256" and verified is not None:
+                verified[path] = by_hash
         except NotFound:
             problems.append(f"{by_hash}: missing (apt fetches indexes by hash)")
     return problems
@@ -136,7 +160,9 @@ def _listed_problems(
     return problems
 
 
-def verify_channel(repo: Repository, channel: str, *, fast: bool) -> list[str]:
+def verify_channel(
+    repo: Repository, channel: str, *, fast: bool, pool: _Pool | None = None
+) -> list[str]:
     problems: list[str] = []
     storage = repo.serving  # dists/ and pool/ as apt sees them (aptly's tree with aptly)
     where = f"dists/{channel}"
@@ -144,9 +170,8 @@ def verify_channel(repo: Repository, channel: str, *, fast: bool) -> list[str]:
         keyring = repo.storage.read_bytes("archive-keyring.asc")
     except NotFound:
         return [f"{channel}: archive-keyring.asc is missing; run `aptship reindex`"]
-    if repo.states.read_head(channel).generation == 0 and not storage.exists(
-        dists_key(channel, "InRelease")
-    ):
+    head = repo.states.read_head(channel)  # before the record: a commit in between is no problem
+    if head.generation == 0 and not storage.exists(dists_key(channel, "InRelease")):
         return []  # never published and empty: nothing to check
     try:
         inrelease = storage.read_bytes(dists_key(channel, "InRelease"))
@@ -170,10 +195,11 @@ def verify_channel(repo: Repository, channel: str, *, fast: bool) -> list[str]:
     if release not in inrelease.replace(b"\r\n", b"\n"):
         problems.append(f"{where}/InRelease: signed text differs from Release")
     files = _release_files(release)
+    verified: dict[str, str] = {}
     for path, sums in sorted(files.items()):
-        problems += _index_problems(repo, channel, path, sums, files, fast=fast)
-    head = repo.states.read_head(channel)
+        problems += _index_problems(repo, channel, path, sums, files, fast=fast, verified=verified)
     record = read_record(repo.storage, channel)
+    pool = pool if pool is not None else _Pool(repo)
     if repo.config.engine != "native":
         pass  # aptly publishes from its own database: there is no record to compare
     elif record.generation < head.generation:
@@ -185,12 +211,136 @@ def verify_channel(repo: Repository, channel: str, *, fast: bool) -> list[str]:
         problems.append(
             f"{where}/InRelease: differs from the published record; run `aptship reindex`"
         )
-    problems += _state_problems(repo, channel, fast=fast)
+    if fast:
+        problems += _shards_present(repo, channel, head.shards)
+        problems += _pool_problems(pool, _pool_refs(repo, channel, files, verified), channel)
+    else:
+        problems += _state_problems(repo, channel)
     return problems
 
 
-def _state_problems(repo: Repository, channel: str, *, fast: bool) -> list[str]:
-    """Every state shard the head names, and every entry's pool file."""
+def _shards_present(repo: Repository, channel: str, shards: dict[str, str]) -> list[str]:
+    """Every shard the head names exists (one listing; the full check reads them)."""
+    present = {o.key for o in repo.storage.list(f"{STATE_PREFIX}/{channel}/shards/")}
+    return [
+        _lost_shard(channel, bucket, sha, f"{shard_key(channel, bucket, sha)} not found")
+        for bucket, sha in sorted(shards.items())
+        if shard_key(channel, bucket, sha) not in present
+    ]
+
+
+def _lost_shard(channel: str, bucket: str, sha: str, why: str) -> str:
+    return (
+        f"{shard_key(channel, bucket, sha)}: {why} (channel {channel!r} "
+        f"lost the entries of bucket {bucket}; restore it from a backup, or run "
+        f"`aptship reindex --channel {channel}` to rebuild them from dists/)"
+    )
+
+
+def _pool_refs(
+    repo: Repository,
+    channel: str,
+    files: dict[str, dict[str, tuple[str, int]]],
+    verified: dict[str, str],
+) -> dict[str, int]:
+    """{pool key: size} of every stanza of each architecture's ``Packages``, read from
+    a by-hash copy that matched Release (plain if stored, else .gz, else .xz)."""
+    refs: dict[str, int] = {}
+    for plain in sorted(p for p in files if p.endswith("/Packages")):
+        for fmt in ("plain", "gz", "xz"):
+            key = verified.get(plain + SUFFIX[fmt])
+            if key is not None:
+                with repo.serving.open_read(key) as raw:
+                    for name, size in _stanza_refs(_text_chunks(raw, fmt)):
+                        refs[name] = size
+                break
+    return refs
+
+
+def _text_chunks(raw: BinaryIO, fmt: str) -> Iterator[bytes]:
+    """The decompressed text of an index, in bounded chunks."""
+    if fmt == "plain":
+        while chunk := raw.read(CHUNK):
+            yield chunk
+        return
+    with gzip.GzipFile(fileobj=raw) if fmt == "gz" else lzma.LZMAFile(raw) as fh:
+        while chunk := fh.read(CHUNK):
+            yield chunk
+
+
+def _stanza_refs(chunks: Iterator[bytes]) -> Iterator[tuple[str, int]]:
+    """(Filename, Size) of every stanza, whole stanzas at a time (bounded memory)."""
+    rest = b""
+    for chunk in chunks:
+        text = rest + chunk
+        cut = text.rfind(b"\n\n")
+        if cut < 0:
+            rest = text
+            continue
+        rest = text[cut + 2 :]
+        yield from _block_refs(text[: cut + 2])
+    yield from _block_refs(rest)
+
+
+def _block_refs(block: bytes) -> Iterator[tuple[str, int]]:
+    found = _POOL_REF.findall(block)
+    if len(found) != block.count(b"\nFilename: "):  # fields in another order: stanza by stanza
+        found = []
+        for stanza in block.split(b"\n\n"):
+            name, size = _FILENAME.search(stanza), _SIZE.search(stanza)
+            if name and size:
+                found.append((name.group(1), size.group(1)))
+    for name, size in found:
+        yield name.decode("utf-8", "replace"), int(size)
+
+
+class _Pool:
+    """Pool file sizes.  Many files: one listing of each pool subtree they are in
+    (``pool/<component>/<initial>/``, shared by every channel of one run); a few: one
+    stat each."""
+
+    def __init__(self, repo: Repository) -> None:
+        self.storage = repo.serving
+        self._listed: dict[str, dict[str, int]] = {}  # subtree prefix -> {key: size}
+
+    def sizes(self, keys: list[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for key in keys:
+            try:
+                size = self._size(key, listing=len(keys) >= LIST_FROM)
+            except (NotFound, UsageError):
+                continue
+            found[key] = size
+        return found
+
+    def _size(self, key: str, *, listing: bool) -> int:
+        if not listing:
+            return self.storage.stat(key).size
+        parts = key.split("/")
+        prefix = "/".join(parts[: min(3, len(parts) - 1)]) + "/"
+        if prefix not in self._listed:
+            self._listed[prefix] = {o.key: o.size for o in self.storage.list(prefix)}
+        try:
+            return self._listed[prefix][key]
+        except KeyError:
+            raise NotFound(f"{key} not found") from None
+
+
+def _pool_problems(pool: _Pool, refs: dict[str, int], channel: str) -> list[str]:
+    keys = sorted(refs)
+    sizes = pool.sizes(keys)
+    problems = []
+    for key in keys:
+        if key not in sizes:
+            problems.append(f"{key}: missing (listed in dists/{channel})")
+        elif sizes[key] != refs[key]:
+            problems.append(f"{key}: size {sizes[key]}, index says {refs[key]}")
+    return problems
+
+
+def _state_problems(repo: Repository, channel: str) -> list[str]:
+    """Every state shard the head names (read and hashed), and every entry's pool
+    file (size and SHA256)."""
     problems: list[str] = []
     storage = repo.serving
     view = repo.states.view(channel)
@@ -198,11 +348,7 @@ def _state_problems(repo: Repository, channel: str, *, fast: bool) -> list[str]:
         try:
             view.shard(bucket)
         except (NotFound, StorageError) as exc:
-            problems.append(
-                f"{shard_key(channel, bucket, sha)}: {exc.message} (channel {channel!r} "
-                f"lost the entries of bucket {bucket}; restore it from a backup, or run "
-                f"`aptship reindex --channel {channel}` to rebuild them from dists/)"
-            )
+            problems.append(_lost_shard(channel, bucket, sha, exc.message))
             del view.head.shards[bucket]  # check what is left
     for _name, ps in view.packages():
         for e in ps.entries:
@@ -213,7 +359,7 @@ def _state_problems(repo: Repository, channel: str, *, fast: bool) -> list[str]:
                 continue
             if info.size != e.size:
                 problems.append(f"{e.filename}: size {info.size}, index says {e.size}")
-            elif not fast and _digest(repo, e.filename, "sha256") != e.sha256:
+            elif _digest(repo, e.filename, "sha256") != e.sha256:
                 problems.append(f"{e.filename}: SHA256 differs from the index (corrupted)")
     return problems
 
@@ -222,10 +368,11 @@ def verify(repo: Repository, *, fast: bool = False, channels: list[str] | None =
     problems: list[str] = []
     # a configured channel with distributions: each of its suites (publisher.releases)
     names = [s.name for ch in channels for s in repo.config.suites(ch)] if channels else None
+    pool = _Pool(repo)
     for name in names or list(repo.config.channels):
         repo.config.channel(name)
         try:
-            problems += verify_channel(repo, name, fast=fast)
+            problems += verify_channel(repo, name, fast=fast, pool=pool)
         except StorageError as exc:
             problems.append(f"{name}: {exc.message}")
     return problems + repo.split_releases()

@@ -8,7 +8,10 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from publisher.repo import Repository
+from publisher.state import shard_key
 from publisher.verify import verify
 
 RepoFactory = Callable[..., Repository]
@@ -69,3 +72,64 @@ def test_full_verify_checks_a_listed_only_packages_against_its_compressed_files(
     assert any("Packages.gz: decompressed text differs" in p for p in problems), problems
     assert any("Packages.xz: decompressed text differs" in p for p in problems), problems
     assert not any("decompressed" in p for p in verify(repo, fast=True))
+
+
+@pytest.mark.parametrize("formats", [["plain", "gz", "xz"], ["gz", "xz"], ["xz"]])
+@pytest.mark.parametrize("list_from", [0, 10_000])  # one listing of pool/, or a stat each
+def test_fast_finds_each_pool_problem_from_the_index_apt_reads(
+    make_repo: RepoFactory,
+    debs: Callable[..., Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    formats: list[str],
+    list_from: int,
+) -> None:
+    """The pool files come from the verified Packages (plain, .gz or .xz, whichever
+    is stored), so a missing or resized pool file is found in every configuration."""
+    monkeypatch.setattr("publisher.verify.LIST_FROM", list_from)
+    repo = make_repo(index_formats=formats)
+    repo.publish("dev", [debs("app", "1.0-1"), debs("lib", "2.0", "all"), debs("tool", "0.1")])
+    assert verify(repo, fast=True) == []
+    rows = {r["package"]: r["filename"] for r in repo.list_entries("dev")}
+    root = tmp_path / "repo"
+    (root / rows["app"]).unlink()
+    lib = root / rows["lib"]
+    lib.write_bytes(lib.read_bytes()[:-1])
+    problems = verify(repo, fast=True)
+    assert f"{rows['app']}: missing (listed in dists/dev)" in problems, problems
+    size = lib.stat().st_size
+    assert f"{rows['lib']}: size {size}, index says {size + 1}" in problems, problems
+    assert len(problems) == 2, problems  # "all" is in both architectures, reported once
+
+
+def test_fast_reports_a_missing_shard_and_a_forged_inrelease(
+    repo: Repository, debs: Callable[..., Path], tmp_path: Path
+) -> None:
+    repo.publish("dev", [debs("app", "1.0-1")])
+    head = repo.states.read_head("dev")
+    bucket, sha = next(iter(head.shards.items()))
+    (tmp_path / "repo" / shard_key("dev", bucket, sha)).unlink()
+    problems = verify(repo, fast=True)
+    assert len(problems) == 1 and f"shards/{bucket}/{sha}.json" in problems[0], problems
+    repo = Repository(repo.config, repo.storage)  # no cached shard bytes
+    repo.reindex(["dev"])
+    assert verify(repo, fast=True) == []
+    inrelease = tmp_path / "repo/dists/dev/InRelease"
+    inrelease.write_bytes(inrelease.read_bytes().replace(b"Suite: dev", b"Suite: xyz"))
+    problems = verify(repo, fast=True)
+    assert any("InRelease: signature does not verify" in p for p in problems), problems
+
+
+def test_pool_refs_parse_any_field_order() -> None:
+    """Stanzas written by another tool (aptly's tree) need not put Size after Filename."""
+    from publisher.verify import _stanza_refs
+
+    ours = b"Package: a\nVersion: 1\nFilename: pool/a_1.deb\nSize: 10\nSHA256: x\n\n"
+    theirs = b"Package: b\nSize: 20\nVersion: 1\nFilename: pool/b_1.deb\n\n"
+    text = ours * 3 + theirs + ours.replace(b"a_1", b"c_1")
+    chunks = [text[i : i + 7] for i in range(0, len(text), 7)]  # stanzas cut anywhere
+    assert dict(_stanza_refs(iter(chunks))) == {
+        "pool/a_1.deb": 10,
+        "pool/b_1.deb": 20,
+        "pool/c_1.deb": 10,
+    }

@@ -66,3 +66,21 @@ def test_sort_versions_uses_dpkg_order() -> None:
 def test_invalid_versions_are_refused(bad: str) -> None:
     with pytest.raises(InvalidPackage):
         check_version(bad)
+
+
+def test_version_key_orders_and_equates_like_python_debian() -> None:
+    """The fast sort key against python-debian's dpkg-exact comparison, every pair of a
+    deterministic spread of valid versions (tildes, zeros, empty runs, epochs)."""
+    from debian.debian_support import Version
+
+    parts = ["0", "00", "1", "1.0", "1.0~", "1.0~~", "1a", "1.a", "1+b1", "1~rc1", "9.9", "10"]
+    revisions = ["", "0", "0~", "1", "1~a", "01", "a", "1.0", "0~x"]
+    versions = [
+        f"{e}{u}{'-' + r if r else ''}" for e in ("", "1:") for u in parts for r in revisions
+    ]
+    for v in versions:
+        check_version(v)
+    for a, b in itertools.combinations(versions, 2):
+        va, vb = Version(a), Version(b)
+        ka, kb = version_key(a), version_key(b)
+        assert ((ka > kb) - (ka < kb)) == ((va > vb) - (va < vb)), (a, b)

@@ -135,18 +135,22 @@ class LocalStorage:
             check_key(prefix.rstrip("/"))
         if not base.is_dir():
             return
+        root = os.fspath(self.root)
         for dirpath, dirnames, filenames in os.walk(base):
             dirnames.sort()
+            # below the root: the key is the rest of the path (no relpath per file)
+            rel = dirpath[len(root) :].lstrip(os.sep).replace(os.sep, "/")
+            head = f"{rel}/" if rel else ""
             for name in sorted(filenames):
                 if name.startswith(_TMP_PREFIX):
                     continue
-                full = os.path.join(dirpath, name)
                 try:
-                    st = os.stat(full)
+                    st = os.stat(os.path.join(dirpath, name))
                 except FileNotFoundError:
                     continue
-                key = os.path.relpath(full, self.root).replace(os.sep, "/")
-                yield ObjectInfo(key=key, size=st.st_size, mtime=st.st_mtime, etag=_etag(st))
+                yield ObjectInfo(
+                    key=head + name, size=st.st_size, mtime=st.st_mtime, etag=_etag(st)
+                )
 
     # -- writes ----------------------------------------------------------------
     def _tmp_for(self, path: Path) -> Path:
