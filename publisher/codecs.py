@@ -91,7 +91,7 @@ def part_text(fmt: str, part: Part) -> bytes:
     if fmt == "plain":
         return part[1]
     if fmt == "gz":
-        return gzip.decompress(part[1])
+        return zlib.decompress(part[1], wbits=31)  # one gzip member (make_part)
     if fmt == "xz":
         return lzma.decompress(join("xz", [part]), format=lzma.FORMAT_XZ)
     raise ValueError(f"unknown index format {fmt!r}")

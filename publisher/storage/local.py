@@ -242,6 +242,23 @@ class LocalStorage:
             size=size, etag=etag, hashes={n: h.hexdigest() for n, h in hashers.items()}
         )
 
+    def copy(self, src: str, dst: str) -> str:
+        """``dst`` becomes a hard link to ``src`` (through a temporary name and
+        ``os.replace``).  Safe because every write replaces a key's file by rename,
+        so a later write of ``dst`` never changes ``src``; ``src`` is already durable.
+        Where links are not possible (EXDEV, EPERM) the bytes are copied."""
+        source, path = self._path(src), self._path(dst)
+        tmp = self._tmp_for(path)
+        try:
+            os.link(source, tmp)
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFound(f"{src} not found") from None
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+                raise StorageError(f"cannot link {source} to {path}: {exc.strerror}") from exc
+            return self.write_bytes(dst, self.read_bytes(src))
+        return self._commit(tmp, path, dst, False, None)
+
     def delete(self, key: str) -> None:
         path = self._path(key)
         try:
