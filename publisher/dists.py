@@ -380,7 +380,7 @@ class DistWriter:
             # the stored file did not change: take its parts as they are
             parts = self._base_parts(channel, fmt, new.files[index_path(arch, fmt)])
 
-        def text(part: codecs.Part) -> bytes:
+        def text(part: codecs.Part) -> bytes | memoryview:
             return texts[part[0]] if part[0] in texts else codecs.part_text(fmt, part)
 
         with ThreadPoolExecutor(max_workers=2) as pool:

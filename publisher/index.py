@@ -27,7 +27,7 @@ RELEASE_HASHES = (("MD5Sum", "md5"), ("SHA256", "sha256"))
 PARALLEL_HASH_MIN = 1 << 20  # below this, starting a thread costs more than it saves
 
 
-def digests(chunks: Sequence[bytes]) -> tuple[str, str]:
+def digests(chunks: Sequence[bytes | memoryview]) -> tuple[str, str]:
     """(md5, sha256) hex digests of the concatenation of ``chunks``, each byte read
     once per digest.  Large inputs are hashed by both digests at once (hashlib
     releases the GIL), so the pair costs about the slower one."""
@@ -102,7 +102,7 @@ class IndexFile:
         return cls(path, len(data), md5, sha256, codecs.layout(parts)), data
 
     @classmethod
-    def listed(cls, path: str, texts: Sequence[tuple[str, bytes]]) -> IndexFile:
+    def listed(cls, path: str, texts: Sequence[tuple[str, bytes | memoryview]]) -> IndexFile:
         """A file that is only listed in Release: its digests over ``texts`` (bucket,
         text) in order, each byte hashed once and the whole never joined."""
         md5, sha256 = digests([text for _, text in texts])
