@@ -34,6 +34,7 @@ from publisher import codecs
 from publisher.config import ChannelConfig, Config
 from publisher.errors import NotFound, PreconditionFailed, StorageError, SweepBusy
 from publisher.index import (
+    PARALLEL_HASH_MIN,
     IndexFile,
     index_path,
     release_date,
@@ -383,8 +384,11 @@ class DistWriter:
         def text(part: codecs.Part) -> bytes | memoryview:
             return texts[part[0]] if part[0] in texts else codecs.part_text(fmt, part)
 
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            plain = list(pool.map(text, parts))
+        if sum(len(p[1]) for p in parts) < PARALLEL_HASH_MIN:
+            plain = [text(p) for p in parts]
+        else:  # zlib releases the GIL: two threads decompress at once
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                plain = list(pool.map(text, parts))
         listed = [(p[0], t) for p, t in zip(parts, plain, strict=True)]
         new.files[path] = IndexFile.listed(path, listed)
 

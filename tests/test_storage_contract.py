@@ -181,6 +181,15 @@ def test_s3_copy_sends_no_content(s3_storage: S3Storage) -> None:
     assert s3_storage.content_sha256("c/dst") == s3_storage.content_sha256("c/src")
 
 
+def test_local_copy_onto_a_link_of_the_same_file_leaves_no_temporary(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "repo")
+    storage.write_bytes("a/src", b"data", create_only=True)
+    storage.copy("a/src", "a/dst")
+    storage.copy("a/src", "a/dst")  # rename(2) of one link onto another does nothing
+    assert storage.read_bytes("a/dst") == b"data"
+    assert sorted(p.name for p in (tmp_path / "repo/a").iterdir()) == ["dst", "src"]
+
+
 def test_local_copy_falls_back_to_bytes_without_links(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
