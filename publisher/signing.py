@@ -294,6 +294,11 @@ def generate_dev_key(home: Path, name: str, email: str) -> str:
     home.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(home, 0o700)
     gpg = _gpg(home)
+    with _running_gpg():
+        return _generate(gpg, home, name, email)
+
+
+def _generate(gpg: Any, home: Path, name: str, email: str) -> str:
     params = gpg.gen_key_input(
         key_type="EDDSA",
         key_curve="ed25519",

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from publisher.config import SigningConfig
+from publisher.errors import SigningError
 from publisher.repo import KEYRING_KEY, Repository
 from publisher.signing import Signer, cleartext_safe, generate_dev_key, gpgv_verify
 from tests.aptenv import AptEnv
@@ -169,3 +170,16 @@ def test_publish_exports_the_public_key_only_when_the_keyring_changes(
         assert (tmp_path / "repo" / KEYRING_KEY).read_bytes() == second.signer.export_public()
     finally:
         subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], check=False)
+
+
+def test_a_missing_gpg_is_a_signing_error(
+    gpg_key: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gpg starts on first use now (no probe when the GPG object is made): a missing
+    binary must still surface as SigningError, not OSError."""
+    signer = Signer(SigningConfig(gnupghome=gpg_key[0], keys=(gpg_key[1],)))
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty directory: no gpg on PATH
+    with pytest.raises(SigningError, match="cannot run gpg"):
+        signer.sign_release(RELEASE)
+    with pytest.raises(SigningError, match="cannot run gpg"):
+        signer.export_public()
