@@ -181,6 +181,19 @@ def test_s3_copy_sends_no_content(s3_storage: S3Storage) -> None:
     assert s3_storage.content_sha256("c/dst") == s3_storage.content_sha256("c/src")
 
 
+def test_local_copy_never_moves_the_target_mtime_back(tmp_path: Path) -> None:
+    """The server answers If-Modified-Since from the mtime: a path copied from an
+    older by-hash file must not look older than the content it replaced."""
+    storage = LocalStorage(tmp_path / "repo")
+    storage.write_bytes("d/by-hash/old", b"index v1", create_only=True)
+    os.utime(tmp_path / "repo/d/by-hash/old", (1_000_000, 1_000_000))
+    storage.write_bytes("d/Packages", b"index v2")
+    before = (tmp_path / "repo/d/Packages").stat().st_mtime
+    storage.copy("d/by-hash/old", "d/Packages")
+    assert storage.read_bytes("d/Packages") == b"index v1"
+    assert (tmp_path / "repo/d/Packages").stat().st_mtime >= before
+
+
 def test_local_copy_onto_a_link_of_the_same_file_leaves_no_temporary(tmp_path: Path) -> None:
     storage = LocalStorage(tmp_path / "repo")
     storage.write_bytes("a/src", b"data", create_only=True)
