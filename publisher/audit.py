@@ -13,7 +13,6 @@ import getpass
 import json
 import os
 import secrets
-import socket
 import time
 from contextvars import ContextVar
 from typing import Any
@@ -38,7 +37,7 @@ def current_actor() -> str:
         user = getpass.getuser()
     except (KeyError, OSError):
         user = "unknown"
-    return f"{user}@{socket.gethostname()}"
+    return f"{user}@{os.uname().nodename}"  # gethostname(2), without importing socket
 
 
 def record_event(

@@ -24,7 +24,8 @@ import struct
 import zlib
 from collections.abc import Sequence
 
-Part = tuple[str, bytes, tuple[int | str, ...]]
+# A part's data is a view into the file it was split from (no copy) or new bytes.
+Part = tuple[str, bytes | memoryview, tuple[int | str, ...]]
 Layout = list[list[object]]  # [[bucket, length, *meta], ...] as stored in JSON
 
 _EMPTY_GZ = gzip.compress(b"", compresslevel=6, mtime=0)
@@ -132,12 +133,12 @@ def join(fmt: str, parts: Sequence[Part]) -> bytes:
     raise ValueError(f"unknown index format {fmt!r}")
 
 
-def part_text(fmt: str, part: Part) -> bytes:
+def part_text(fmt: str, part: Part) -> bytes | memoryview:
     """The uncompressed text of one part made by :func:`make_part`."""
     if fmt == "plain":
         return part[1]
     if fmt == "gz":
-        return gzip.decompress(part[1])
+        return zlib.decompress(part[1], wbits=31)  # one gzip member (make_part)
     if fmt == "xz":
         return lzma.decompress(join("xz", [part]), format=lzma.FORMAT_XZ)
     raise ValueError(f"unknown index format {fmt!r}")
@@ -163,12 +164,13 @@ def split(fmt: str, data: bytes, lay: Layout) -> list[Part]:
     """
     head = {"plain": 0, "gz": len(_EMPTY_GZ), "xz": len(_XZ_HEADER)}[fmt]
     pos = head
+    view = memoryview(data)
     parts: list[Part] = []
     for bucket, length, *meta in lay:
         n = int(str(length))
         if n < 0:
             raise ValueError("index file does not match its recorded layout")
-        parts.append((str(bucket), data[pos : pos + n], tuple(_meta(m) for m in meta)))
+        parts.append((str(bucket), view[pos : pos + n], tuple(_meta(m) for m in meta)))
         pos += n
     frame = join(fmt, [(b, b"", meta) for b, _, meta in parts])
     if pos > len(data) or data[:head] + data[pos:] != frame:

@@ -6,7 +6,9 @@ How parts become files (and why) is in :mod:`publisher.codecs`.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +22,33 @@ SUFFIX = {"plain": "", "gz": ".gz", "xz": ".xz"}
 # (docs/s3.md, "Request budget").  Records of older versions may name SHA512
 # digests; they are ignored, and their SHA512 copies left to gc.
 RELEASE_HASHES = (("MD5Sum", "md5"), ("SHA256", "sha256"))
+
+
+PARALLEL_HASH_MIN = 1 << 20  # below this, starting a thread costs more than it saves
+
+
+def digests(chunks: Sequence[bytes | memoryview]) -> tuple[str, str]:
+    """(md5, sha256) hex digests of the concatenation of ``chunks``, each byte read
+    once per digest.  Large inputs are hashed by both digests at once (hashlib
+    releases the GIL), so the pair costs about the slower one."""
+    md5 = hashlib.md5(usedforsecurity=False)
+    sha256 = hashlib.sha256()
+
+    def feed(h: Any) -> None:
+        for chunk in chunks:
+            h.update(chunk)
+
+    if sum(len(c) for c in chunks) < PARALLEL_HASH_MIN:
+        feed(md5)
+        feed(sha256)
+    else:
+        worker = threading.Thread(target=feed, args=(sha256,), name="aptship-sha256")
+        worker.start()
+        try:
+            feed(md5)
+        finally:
+            worker.join()
+    return md5.hexdigest(), sha256.hexdigest()
 
 
 def decompress(name: str, data: bytes) -> bytes:
@@ -69,29 +98,17 @@ class IndexFile:
     @classmethod
     def build(cls, path: str, fmt: str, parts: list[codecs.Part]) -> tuple[IndexFile, bytes]:
         data = codecs.join(fmt, parts)
-        info = cls(
-            path=path,
-            size=len(data),
-            md5=hashlib.md5(data, usedforsecurity=False).hexdigest(),
-            sha256=hashlib.sha256(data).hexdigest(),
-            layout=codecs.layout(parts),
-        )
-        return info, data
+        md5, sha256 = digests([data])
+        return cls(path, len(data), md5, sha256, codecs.layout(parts)), data
 
     @classmethod
-    def listed(cls, path: str, texts: Iterable[tuple[str, bytes]]) -> IndexFile:
+    def listed(cls, path: str, texts: Sequence[tuple[str, bytes | memoryview]]) -> IndexFile:
         """A file that is only listed in Release: its digests over ``texts`` (bucket,
         text) in order, each byte hashed once and the whole never joined."""
-        md5 = hashlib.md5(usedforsecurity=False)
-        sha256 = hashlib.sha256()
-        size = 0
-        lay: codecs.Layout = []
-        for bucket, text in texts:
-            md5.update(text)
-            sha256.update(text)
-            size += len(text)
-            lay.append([bucket, len(text)])
-        return cls(path, size, md5.hexdigest(), sha256.hexdigest(), lay, stored=False)
+        md5, sha256 = digests([text for _, text in texts])
+        size = sum(len(text) for _, text in texts)
+        lay: codecs.Layout = [[bucket, len(text)] for bucket, text in texts]
+        return cls(path, size, md5, sha256, lay, stored=False)
 
     def by_hash(self) -> list[str]:
         """Paths (below dists/<channel>/) of this file's by-hash copies."""
@@ -132,6 +149,25 @@ def splice(old: list[codecs.Part], new: Mapping[str, codecs.Part | None]) -> lis
     return [merged[b] for b in sorted(merged)]
 
 
+def release_date(now: float | None = None) -> str:
+    """An RFC 2822 date in UTC, as Release's ``Date`` (``email.utils.formatdate(usegmt=True)``
+    without importing the email package on every publish)."""
+    t = time.gmtime(now)
+    return "%s, %02d %s %04d %02d:%02d:%02d GMT" % (  # noqa: UP031 - fixed C-locale form
+        _DAYS[t.tm_wday],
+        t.tm_mday,
+        _MONTHS[t.tm_mon - 1],
+        t.tm_year,
+        t.tm_hour,
+        t.tm_min,
+        t.tm_sec,
+    )
+
+
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
 def render_release(
     *,
     origin: str,
@@ -142,20 +178,36 @@ def render_release(
     date: str,
     files: Iterable[IndexFile],
 ) -> bytes:
+    """The Release text, byte for byte what python-debian's ``deb822.Release`` dumps
+    (apt-ftparchive layout: sizes right-aligned in 16 columns).  A value with a line
+    break goes through deb822 itself (it folds or refuses it)."""
+    fields = [
+        ("Origin", origin),
+        ("Label", label),
+        ("Suite", suite),
+        ("Codename", suite),
+        ("Date", date),
+        ("Architectures", " ".join(architectures)),
+        ("Components", "main"),
+        *([("Description", description)] if description else []),
+        ("Acquire-By-Hash", "yes"),
+    ]
+    ordered = sorted(files, key=lambda f: f.path)
+    if any("\n" in value for _, value in fields) or any("\n" in f.path for f in ordered):
+        return _render_release_deb822(fields, ordered)
+    out = [f"{name}: {value}\n" if value else f"{name}:\n" for name, value in fields]
+    for field_name, attr in RELEASE_HASHES:
+        out.append(f"{field_name}:\n")
+        out += [f" {getattr(f, attr)} {f.size:>16} {f.path}\n" for f in ordered]
+    return "".join(out).encode("utf-8")
+
+
+def _render_release_deb822(fields: list[tuple[str, str]], ordered: list[IndexFile]) -> bytes:
     from debian.deb822 import Release
 
     rel: Any = Release()
-    rel["Origin"] = origin
-    rel["Label"] = label
-    rel["Suite"] = suite
-    rel["Codename"] = suite
-    rel["Date"] = date
-    rel["Architectures"] = " ".join(architectures)
-    rel["Components"] = "main"
-    if description:
-        rel["Description"] = description
-    rel["Acquire-By-Hash"] = "yes"
-    ordered = sorted(files, key=lambda f: f.path)
+    for name, value in fields:
+        rel[name] = value
     for field_name, attr in RELEASE_HASHES:
         rel[field_name] = [
             {

@@ -17,10 +17,16 @@ assembled ``InRelease`` is then verified once, which checks the signature, the
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import hashlib
+import io
+import json
 import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +37,18 @@ if TYPE_CHECKING:
     from publisher.config import SigningConfig
 
 
+# The files of a GnuPG home that hold public keys or say where they are (GnuPG 2.1+
+# keybox, the older keyring, 2.4's keyboxd database and its write-ahead log, options)
+KEYRING_FILES = (
+    "pubring.kbx",
+    "pubring.gpg",
+    "public-keys.d/pubring.db",
+    "public-keys.d/pubring.db-wal",
+    "gpg.conf",
+    "common.conf",
+)
+
+
 @dataclass(frozen=True)
 class Signatures:
     inrelease: bytes
@@ -38,14 +56,86 @@ class Signatures:
 
 
 def _gpg(home: Path | None) -> Any:
-    import gnupg
-
     if home is not None and not home.is_dir():
         raise SigningError(f"GnuPG home {home} does not exist")
     try:
-        return gnupg.GPG(gnupghome=str(home) if home else None)
+        return _lazy_gpg_class()(gnupghome=str(home) if home else None)
     except (OSError, ValueError, RuntimeError) as exc:
         raise SigningError(f"cannot run gpg: {exc}") from exc
+
+
+_PROBE = ["--list-config", "--with-colons"]
+
+
+@contextlib.contextmanager
+def _running_gpg() -> Iterator[None]:
+    """gpg is started on first use (not when the GPG object is made): a missing or
+    broken gpg binary is a SigningError there."""
+    try:
+        yield
+    except OSError as exc:
+        raise SigningError(f"cannot run gpg: {exc}") from exc
+
+
+class _NoProcess:
+    """Stands in for the ``gpg --list-config`` process python-gnupg starts in
+    ``GPG.__init__`` (no output, exit 0)."""
+
+    def __init__(self) -> None:
+        self.stdin, self.stdout, self.stderr = io.BytesIO(), io.BytesIO(), io.BytesIO()
+        self.returncode = 0
+        self.pid = 0
+
+    def wait(self) -> int:
+        return 0
+
+
+@functools.cache
+def _lazy_gpg_class() -> Any:
+    import gnupg
+
+    class LazyGPG(gnupg.GPG):  # type: ignore[misc]
+        """python-gnupg's GPG without the ``gpg --list-config`` process at start-up:
+        the version is probed when python-gnupg first needs it (passphrases, key
+        generation), so a publish starts gpg only to sign and to verify."""
+
+        def __init__(self, **kw: Any) -> None:
+            self._skip_probe = True
+            try:
+                super().__init__(**kw)
+            finally:
+                self._skip_probe = False
+
+        def _open_subprocess(self, args: list[str], passphrase: bool = False) -> Any:
+            if getattr(self, "_skip_probe", False) and args == _PROBE:
+                return _NoProcess()
+            return super()._open_subprocess(args, passphrase)
+
+        @property
+        def version(self) -> Any:
+            if "_version" not in self.__dict__:
+                self.__dict__["_version"] = _probe_version(self)
+            return self.__dict__["_version"]
+
+        @version.setter
+        def version(self, value: Any) -> None:
+            if not self._skip_probe:
+                self.__dict__["_version"] = value
+
+    return LazyGPG
+
+
+def _probe_version(gpg: Any) -> Any:
+    """The version python-gnupg's ``GPG.__init__`` would have probed."""
+    import gnupg
+
+    proc = gpg._open_subprocess(_PROBE)
+    result = gpg.result_map["verify"](gpg)
+    gpg._collect_output(proc, result, stdin=proc.stdin)
+    if proc.returncode != 0:
+        raise SigningError(f"cannot run gpg: {result.stderr}")
+    m = gnupg.VERSION_RE.search(result.data)
+    return tuple(int(s) for s in m.groups()[0].split(b".")) if m else None
 
 
 # OpenPGP hash algorithm ids (RFC 4880, 9.4) -> the name a cleartext "Hash:" header uses
@@ -102,15 +192,16 @@ class Signer:
             extra.append("--textmode")
         for key in self.cfg.keys:
             extra += ["--local-user", key]
-        result = self.gpg.sign(
-            data,
-            keyid=None,
-            clearsign=clearsign,
-            detach=not clearsign,
-            binary=False,
-            passphrase=self.cfg.passphrase(),
-            extra_args=extra,
-        )
+        with _running_gpg():
+            result = self.gpg.sign(
+                data,
+                keyid=None,
+                clearsign=clearsign,
+                detach=not clearsign,
+                binary=False,
+                passphrase=self.cfg.passphrase(),
+                extra_args=extra,
+            )
         if not result.data:
             status = getattr(result, "status", None) or "no output"
             raise SigningError(
@@ -150,7 +241,8 @@ class Signer:
         if hash_name is None:
             raise SigningError(f"gpg signed with an unexpected hash algorithm ({result.hash_algo})")
         inrelease = clearsigned(release, detached, hash_name)
-        self.check_signed_by(self.gpg.verify(inrelease), "InRelease")
+        with _running_gpg():
+            self.check_signed_by(self.gpg.verify(inrelease), "InRelease")
         return Signatures(inrelease=inrelease, release_gpg=detached)
 
     def _sign_twice(self, release: bytes) -> Signatures:
@@ -164,6 +256,23 @@ class Signer:
             self.check_signed_by(self.gpg.verify_data(sig.name, release), "Release.gpg")
         return Signatures(inrelease=inrelease, release_gpg=detached)
 
+    def keyring_stamp(self) -> str:
+        """A digest of what :meth:`export_public` depends on, read without starting
+        gpg: the configured keys, the GnuPG home, and the content of its keyring and
+        option files.  Empty when it cannot be read (then the key is exported)."""
+        home = self.cfg.gnupghome or Path(os.environ.get("GNUPGHOME") or Path.home() / ".gnupg")
+        stamp = hashlib.sha256(json.dumps([list(self.cfg.keys), str(home)]).encode())
+        for name in KEYRING_FILES:
+            try:
+                with open(home / name, "rb") as fh:
+                    digest = hashlib.file_digest(fh, "sha256").hexdigest()
+            except FileNotFoundError:
+                digest = "-"
+            except OSError:
+                return ""
+            stamp.update(f"{name} {digest}\n".encode())
+        return stamp.hexdigest()
+
     def export_public(self) -> bytes:
         """The configured keys' public parts, armored (exported once per Signer).
 
@@ -172,7 +281,8 @@ class Signer:
         for the life of a Signer (a config change makes a new Repository).
         """
         if self._public is None:
-            armored = self.gpg.export_keys(list(self.cfg.keys))
+            with _running_gpg():
+                armored = self.gpg.export_keys(list(self.cfg.keys))
             if not armored or "BEGIN PGP PUBLIC KEY BLOCK" not in armored:
                 raise SigningError(f"cannot export public key(s) {', '.join(self.cfg.keys)}")
             self._public = str(armored).encode("ascii")
@@ -184,6 +294,11 @@ def generate_dev_key(home: Path, name: str, email: str) -> str:
     home.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(home, 0o700)
     gpg = _gpg(home)
+    with _running_gpg():
+        return _generate(gpg, home, name, email)
+
+
+def _generate(gpg: Any, home: Path, name: str, email: str) -> str:
     params = gpg.gen_key_input(
         key_type="EDDSA",
         key_curve="ed25519",

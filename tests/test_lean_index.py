@@ -117,3 +117,11 @@ def test_apt_accepts_a_listed_only_plain_index_after_incremental_publishes(
         assert not any(r.endswith("/Packages") for r in requests), requests
         assert apt.fetch("app=1.0-1") == deb.read_bytes()
         assert "2.0-1" in apt.policy("pkg2").output
+        # apt compares the listed uncompressed hashes of the old and the new Release
+        # to decide what to fetch again: a second update across a publish must see it
+        newer = debs("app", "2.0-1")
+        repo.publish("dev", [newer])
+        result = apt.update()
+        assert result.returncode == 0, result.output
+        assert "W:" not in result.output and "E:" not in result.output, result.output
+        assert apt.fetch("app=2.0-1") == newer.read_bytes()

@@ -7,6 +7,7 @@ and one verifying gpg.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -15,8 +16,9 @@ from typing import Any
 import pytest
 
 from publisher.config import SigningConfig
+from publisher.errors import SigningError
 from publisher.repo import KEYRING_KEY, Repository
-from publisher.signing import Signer, cleartext_safe, gpgv_verify
+from publisher.signing import Signer, cleartext_safe, generate_dev_key, gpgv_verify
 from tests.aptenv import AptEnv
 from tests.httpserve import serve_directory
 
@@ -133,3 +135,51 @@ def test_apt_accepts_either_signed_file(
         assert "W:" not in result.output and "E:" not in result.output, result.output
         assert any(r.endswith(f"/dists/dev/{signed_file}") for r in requests), requests
         assert apt.fetch("app=1.0-1") == deb.read_bytes()
+
+
+def test_publish_exports_the_public_key_only_when_the_keyring_changes(
+    make_repo: Callable[..., Repository],
+    debs: Callable[..., Path],
+    gpg_key: tuple[Path, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each publish runs in a new process (a new Signer): the record's keyring stamp
+    saves the `gpg --export`, and any change to the home's keys brings it back."""
+    import gnupg
+
+    home = tmp_path / "gnupg"
+    shutil.copytree(gpg_key[0], home, ignore=shutil.ignore_patterns("S.*", "*.lock"))
+    exports: list[object] = []
+    real = gnupg.GPG.export_keys
+
+    def export_keys(self: Any, *a: Any, **kw: Any) -> Any:
+        exports.append(a)
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(gnupg.GPG, "export_keys", export_keys)
+    try:
+        make_repo(gnupghome=home).publish("dev", [debs("app", "1.0-1")])
+        assert len(exports) == 1  # the channel's first render
+        make_repo(gnupghome=home).publish("dev", [debs("app", "1.1-1")])
+        assert len(exports) == 1
+        generate_dev_key(home, "aptship second key", "second@aptship.invalid")
+        second = make_repo(gnupghome=home)
+        second.publish("dev", [debs("app", "1.2-1")])
+        assert len(exports) == 2
+        assert (tmp_path / "repo" / KEYRING_KEY).read_bytes() == second.signer.export_public()
+    finally:
+        subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], check=False)
+
+
+def test_a_missing_gpg_is_a_signing_error(
+    gpg_key: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gpg starts on first use now (no probe when the GPG object is made): a missing
+    binary must still surface as SigningError, not OSError."""
+    signer = Signer(SigningConfig(gnupghome=gpg_key[0], keys=(gpg_key[1],)))
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty directory: no gpg on PATH
+    with pytest.raises(SigningError, match="cannot run gpg"):
+        signer.sign_release(RELEASE)
+    with pytest.raises(SigningError, match="cannot run gpg"):
+        signer.export_public()

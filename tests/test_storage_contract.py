@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
@@ -153,6 +154,68 @@ def test_write_stream_create_only_loses_race(storage: Storage, size: int) -> Non
     if isinstance(storage, S3Storage):  # the multipart upload was aborted
         uploads = storage._client.list_multipart_uploads(Bucket=storage.bucket)
         assert uploads.get("Uploads", []) == []
+
+
+def test_copy_replaces_the_target_and_leaves_the_source(storage: Storage) -> None:
+    storage.write_bytes("d/by-hash/abc", b"index v2", create_only=True)
+    storage.write_bytes("d/Packages", b"index v1")
+    etag = storage.copy("d/by-hash/abc", "d/Packages")
+    assert storage.read_bytes("d/Packages") == b"index v2"
+    assert storage.stat("d/Packages").etag == etag
+    # a later write of the target (always a replacement) leaves the source as it was
+    storage.write_bytes("d/Packages", b"index v3")
+    assert storage.read_bytes("d/by-hash/abc") == b"index v2"
+    storage.copy("d/by-hash/abc", "d/new/Packages")  # the target's folder need not exist
+    assert storage.read_bytes("d/new/Packages") == b"index v2"
+    with pytest.raises(NotFound):
+        storage.copy("d/by-hash/missing", "d/Packages")
+    assert storage.read_bytes("d/Packages") == b"index v3"
+
+
+def test_s3_copy_sends_no_content(s3_storage: S3Storage) -> None:
+    s3_storage.write_bytes("c/src", os.urandom(MIB), content_type="text/plain")
+    before_requests, before_bytes = s3_storage.request_count, s3_storage.bytes_sent
+    s3_storage.copy("c/src", "c/dst")
+    assert s3_storage.request_count == before_requests + 1
+    assert s3_storage.bytes_sent - before_bytes < 1024
+    assert s3_storage.content_sha256("c/dst") == s3_storage.content_sha256("c/src")
+
+
+def test_local_copy_never_moves_the_target_mtime_back(tmp_path: Path) -> None:
+    """The server answers If-Modified-Since from the mtime: a path copied from an
+    older by-hash file must not look older than the content it replaced."""
+    storage = LocalStorage(tmp_path / "repo")
+    storage.write_bytes("d/by-hash/old", b"index v1", create_only=True)
+    os.utime(tmp_path / "repo/d/by-hash/old", (1_000_000, 1_000_000))
+    storage.write_bytes("d/Packages", b"index v2")
+    before = (tmp_path / "repo/d/Packages").stat().st_mtime
+    storage.copy("d/by-hash/old", "d/Packages")
+    assert storage.read_bytes("d/Packages") == b"index v1"
+    assert (tmp_path / "repo/d/Packages").stat().st_mtime >= before
+
+
+def test_local_copy_onto_a_link_of_the_same_file_leaves_no_temporary(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "repo")
+    storage.write_bytes("a/src", b"data", create_only=True)
+    storage.copy("a/src", "a/dst")
+    storage.copy("a/src", "a/dst")  # rename(2) of one link onto another does nothing
+    assert storage.read_bytes("a/dst") == b"data"
+    assert sorted(p.name for p in (tmp_path / "repo/a").iterdir()) == ["dst", "src"]
+
+
+def test_local_copy_falls_back_to_bytes_without_links(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = LocalStorage(tmp_path / "repo")
+    storage.write_bytes("a/src", b"data")
+
+    def no_links(*_: Any) -> None:
+        raise OSError(errno.EPERM, "links not supported")
+
+    monkeypatch.setattr(os, "link", no_links)
+    storage.copy("a/src", "a/dst")
+    assert storage.read_bytes("a/dst") == b"data"
+    assert not (tmp_path / "repo/a/dst").samefile(tmp_path / "repo/a/src")
 
 
 def test_list_prefix(storage: Storage) -> None:

@@ -4,6 +4,7 @@ pool file, and checks a listed-only Packages against the compressed files."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -30,7 +31,14 @@ def test_fast_checks_by_hash_copies_and_sizes(
     root = tmp_path / "repo"
     assert verify(repo, fast=True) == [] and verify(repo) == []
     base = root / "dists/dev/main/binary-amd64"
-    flip_last_byte(base / "Packages")  # same size: only the full check hashes plain paths
+    # the plain path is a hard link to its by-hash copy (LocalStorage.copy): give it
+    # its own inode first, or the flip below would change the by-hash copy too
+    plain = base / "Packages"
+    data = plain.read_bytes()
+    plain.unlink()
+    plain.write_bytes(data)
+    assert not (base / "by-hash/SHA256" / hashlib.sha256(data).hexdigest()).samefile(plain)
+    flip_last_byte(plain)  # same size: only the full check hashes plain paths
     assert verify(repo, fast=True) == []
     assert any("Packages: SHA256 differs" in p for p in verify(repo))
     gz = next(p for p in (base / "by-hash/SHA256").iterdir() if p.read_bytes()[:2] == b"\x1f\x8b")

@@ -80,6 +80,13 @@ class Storage(Protocol):
         """Stream ``stream`` into ``key`` in chunks, hashing on the way."""
         ...
 
+    def copy(self, src: str, dst: str) -> str:
+        """Replace ``dst`` atomically with the content of ``src`` without sending the
+        bytes again (S3 CopyObject; a hard link locally); return the new ETag.
+        NotFound if ``src`` is absent.  Used for content-addressed sources only
+        (by-hash files), which are never written in place."""
+        ...
+
     def stat(self, key: str) -> ObjectInfo:
         """Size, mtime and ETag of an object.  NotFound if absent."""
         ...

@@ -246,6 +246,34 @@ class LocalStorage:
             size=size, etag=etag, hashes={n: h.hexdigest() for n, h in hashers.items()}
         )
 
+    def copy(self, src: str, dst: str) -> str:
+        """``dst`` becomes a hard link to ``src`` (through a temporary name and
+        ``os.replace``).  Safe because every write replaces a key's file by rename,
+        so a later write of ``dst`` never changes ``src``; ``src`` is already durable.
+        Where links are not possible (EXDEV, EPERM) the bytes are copied.
+
+        The link's mtime is set to now (the source's with it: one inode) before it
+        takes ``dst``'s place, as a new file's would be.  ``src`` may be older than
+        the file it replaces (an index back to earlier bytes), and the server answers
+        ``If-Modified-Since`` from the mtime: an older one would be a 304 for changed
+        content."""
+        source, path = self._path(src), self._path(dst)
+        tmp = self._tmp_for(path)
+        try:
+            os.link(source, tmp)
+            os.utime(tmp)
+        except (FileNotFoundError, NotADirectoryError):
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            raise NotFound(f"{src} not found") from None
+        except OSError as exc:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+                raise StorageError(f"cannot link {source} to {path}: {exc.strerror}") from exc
+            return self.write_bytes(dst, self.read_bytes(src))
+        return self._commit(tmp, path, dst, False, None)
+
     def delete(self, key: str) -> None:
         path = self._path(key)
         try:

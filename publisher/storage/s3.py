@@ -442,6 +442,25 @@ class S3Storage:
             raise
         return str(resp["ETag"]), size
 
+    def copy(self, src: str, dst: str) -> str:
+        """One CopyObject: the bytes stay in the bucket; metadata (the stored sha256)
+        and content type are copied with them."""
+        src_key, obj_key = self._key(src), self._key(dst)
+        with self._errors("CopyObject", obj_key):
+            try:
+                resp = self._client.copy_object(
+                    Bucket=self.bucket,
+                    Key=obj_key,
+                    CopySource={"Bucket": self.bucket, "Key": src_key},
+                    **self._write_args,
+                )
+            except ClientError as exc:
+                code = str(exc.response.get("Error", {}).get("Code", ""))
+                if code in ("NoSuchKey", "404", "NotFound"):
+                    raise NotFound(f"{self._where(src_key)} not found") from exc
+                raise
+        return str(resp["CopyObjectResult"]["ETag"])
+
     def delete(self, key: str) -> None:
         obj_key = self._key(key)
         with self._errors("DeleteObject", obj_key):
