@@ -97,6 +97,7 @@ def parse_control(data: bytes, label: str, limits: LimitsConfig) -> list[tuple[s
     while lines and not lines[0].strip():
         lines.pop(0)
     fields: list[tuple[str, list[str]]] = []
+    seen: set[str] = set()
     for number, line in enumerate(lines, 1):
         if line[:1] in (" ", "\t"):
             if not fields:
@@ -113,8 +114,9 @@ def parse_control(data: bytes, label: str, limits: LimitsConfig) -> list[tuple[s
             what = "blank (a second paragraph)" if not line.strip() else "not 'Field: value'"
             raise ControlRejected(f"{label}: control line {number} is {what}")
         name = match.group(1)
-        if any(existing.lower() == name.lower() for existing, _ in fields):
+        if name.lower() in seen:
             raise ControlRejected(f"{label}: the control file repeats the field {name}")
+        seen.add(name.lower())
         fields.append((name, [match.group(2).strip(" \t")]))
     out = []
     for name, parts in fields:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -19,7 +18,6 @@ from debian.debian_support import Version
 
 from publisher.audit import current_actor, record_event
 from publisher.config import ChannelConfig, Config
-from publisher.debfile import inspect_deb
 from publisher.distributions import route_by_distribution
 from publisher.dists import KEYRING_KEY as KEYRING_KEY  # re-exported: tests and server use it
 from publisher.dists import DistWriter
@@ -32,6 +30,7 @@ from publisher.errors import (
     InvalidPackage,
     NotFound,
 )
+from publisher.intake import inspect_all
 from publisher.lifecycle import retention_changes
 from publisher.pins import set_pin
 from publisher.releases import ReleaseOps
@@ -296,9 +295,7 @@ class Repository(ReleaseOps):
             raise InvalidPackage("no .deb files given")
         limits = self.config.limits
         self.config.suites(channel)  # NotFound before any file is read
-        # each inspection runs dpkg-deb once (limits.dpkg_check): overlap them in a batch
-        with ThreadPoolExecutor(max_workers=min(4, len(paths))) as pool:
-            infos = list(pool.map(lambda p: inspect_deb(p, limits), paths))
+        infos = inspect_all(paths, limits)  # on every core (publisher.intake)
         routed = route_by_distribution(self.config, channel, infos, dist)
         for suite, batch in routed.items():
             chan = self.config.channel(suite)
