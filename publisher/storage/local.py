@@ -58,7 +58,24 @@ class _Staged:
     put: PutResult
 
 
-def _fsync_dir(path: Path) -> None:
+def _write_error(path: Path, exc: OSError) -> StorageError:
+    if exc.errno == errno.ENOSPC:
+        return StorageError(f"no space left on device writing {path}")
+    return StorageError(f"cannot write {path}: {exc.strerror}")
+
+
+def _fsync_file(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise _write_error(path, exc) from exc
+
+
+def _fsync_dir(path: str) -> None:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     except FileNotFoundError:
@@ -287,8 +304,9 @@ class LocalStorage:
             size=size, etag=etag, hashes={n: h.hexdigest() for n, h in hashers.items()}
         )
 
-    def _stage(self, key: str, src: Path, hash_names: tuple[str, ...]) -> _Staged:
-        """Copy ``src`` next to ``key`` into a temporary file, hashing, then fsync it."""
+    def _stage(self, key: str, src: Path, hash_names: tuple[str, ...], made: set[Path]) -> _Staged:
+        """Copy ``src`` next to ``key`` into a temporary file, hashing on the way
+        (``made``: directories known to exist)."""
         path = self._path(key)
         hashers = [hashlib.new(n) for n in hash_names]
         size = 0
@@ -296,7 +314,11 @@ class LocalStorage:
             source = src.open("rb")
         except OSError as exc:
             raise InvalidPackage(f"{src.name}: cannot read it ({exc.strerror})") from None
-        tmp = self._tmp_for(path)
+        if path.parent in made:
+            tmp = path.parent / f"{_TMP_PREFIX}{secrets.token_hex(8)}"
+        else:
+            tmp = self._tmp_for(path)
+            made.add(path.parent)
         try:
             with source, tmp.open("wb") as fh:
                 while chunk := source.read(CHUNK):
@@ -304,15 +326,11 @@ class LocalStorage:
                     for h in hashers:
                         h.update(chunk)
                     fh.write(chunk)
-                fh.flush()
-                os.fsync(fh.fileno())
                 etag = _etag(os.fstat(fh.fileno()))
         except OSError as exc:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
-            if exc.errno == errno.ENOSPC:
-                raise StorageError(f"no space left on device writing {path}") from exc
-            raise StorageError(f"cannot write {path}: {exc.strerror}") from exc
+            raise _write_error(path, exc) from exc
         hashes = {n: h.hexdigest() for n, h in zip(hash_names, hashers, strict=True)}
         return _Staged(path, tmp, PutResult(size=size, etag=etag, hashes=hashes))
 
@@ -325,34 +343,33 @@ class LocalStorage:
         """Store each ``(key, file)`` create-only, as one durable batch.
 
         Chunk by chunk, every file is copied into a temporary file next to its key
-        (hashing on the way) and fsynced, ``SYNC_THREADS`` at a time: concurrent
-        fsyncs share the file system's journal commits, where one after another each
-        waits for its own.  Only then is each linked into place, so a pool file
+        (hashing on the way), and fsynced by one of ``SYNC_THREADS`` threads while the
+        next is copied: concurrent fsyncs share the file system's journal commits,
+        where one after another each waits for its own.  Only then is each linked into place, so a pool file
         always has its full bytes, whatever the moment of a crash.  Last, every
         directory that gained an entry is fsynced once, so that the caller commits a
         state only over durable names.  A crash leaves at most one chunk of
         temporary files (hidden from :meth:`list`, like the one of a single write).
         """
         results: builtins.list[PutResult | None] = []
-        dirs: set[Path] = set()
+        dirs: set[str] = set()
+        made: set[Path] = set()
         with ThreadPoolExecutor(max_workers=SYNC_THREADS) as pool:
             for start in range(0, len(items), BATCH_CHUNK):
-                chunk = items[start : start + BATCH_CHUNK]
-                futures = [pool.submit(self._stage, key, src, hash_names) for key, src in chunk]
                 staged: builtins.list[_Staged] = []
-                failure: BaseException | None = None
-                for future in futures:
-                    try:
-                        staged.append(future.result())
-                    except BaseException as exc:  # every temporary file is removed below
-                        failure = failure or exc
+                syncs = []
                 try:
-                    if failure is not None:
-                        raise failure
+                    for key, src in items[start : start + BATCH_CHUNK]:
+                        staged.append(self._stage(key, src, hash_names, made))
+                        syncs.append(pool.submit(_fsync_file, staged[-1].tmp))
+                    for sync in syncs:
+                        sync.result()
                     for item in staged:
                         results.append(self._link(item))
                         dirs.update(self._parents(item.path))
                 finally:
+                    for sync in syncs:  # every fsync ends before its file is removed
+                        sync.exception()
                     for item in staged:
                         with contextlib.suppress(FileNotFoundError):
                             item.tmp.unlink()
@@ -368,15 +385,15 @@ class LocalStorage:
             raise StorageError(f"cannot write {item.path}: {exc.strerror}") from exc
         return item.put
 
-    def _parents(self, path: Path) -> Iterator[Path]:
+    def _parents(self, path: Path) -> Iterator[str]:
         """``path``'s directory and its ancestors up to the root (those it may have
         created)."""
-        parent = path.parent
-        while True:
+        root = str(self.root)
+        parent = os.path.dirname(path)
+        while parent.startswith(root) and parent != root:
             yield parent
-            if parent == self.root or parent == parent.parent:
-                return
-            parent = parent.parent
+            parent = os.path.dirname(parent)
+        yield root
 
     def delete(self, key: str) -> None:
         path = self._path(key)
