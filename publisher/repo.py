@@ -307,10 +307,14 @@ class Repository(ReleaseOps):
                         "all)"
                     )
         since = read_sweep(self.storage)  # before the pool writes (publisher.sweep.guard)
+        del infos  # from here each suite's DebInfos (control texts) live until stored
         out: list[PublishRow] = []
-        for suite, batch in routed.items():
+        while routed:
+            suite, batch = next(iter(routed.items()))
+            del routed[suite]
             entries = self.engine.prepare(batch, progress)
             restore = {i.pool_key: fn for i in batch if (fn := self.engine.restorer(i)) is not None}
+            del batch
             chan = self.config.channel(suite)
             results = self.add_entries(
                 chan, entries, action="publish", restore=restore, since=since

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from publisher.audit import current_actor
@@ -68,14 +69,29 @@ class NativeEngine:
                     progress(1)
         if progress and len(infos) > len(todo):
             progress(len(infos) - len(todo))
-        return [self._entry(info, known[info.pool_key]) for info in infos]
+        when, who = now_iso(), current_actor()  # one string each for the whole batch
+        return [self._entry(info, known[info.pool_key], when, who) for info in infos]
 
     def restore(self, info: DebInfo) -> None:
         """Store ``info``'s file again (gc deleted it while a publish of it was in flight)."""
-        self._store(info)
+        self._restore_file(info.pool_key, info.path)
 
     def restorer(self, info: DebInfo) -> Restore:
-        return functools.partial(self.restore, info)
+        # the key and the file only: a batch's control texts are not kept alive by it
+        return functools.partial(self._restore_file, info.pool_key, info.path)
+
+    def _restore_file(self, key: str, path: Path) -> None:
+        try:
+            with path.open("rb") as fh:
+                self.storage.write_stream(
+                    key, fh, create_only=True, content_type="application/vnd.debian.binary-package"
+                )
+        except PreconditionFailed:  # stored again meanwhile: the same bytes?
+            if self._stored_sha256(key) != hash_file(path)["sha256"]:
+                raise ImmutableConflict(
+                    f"{path.name}: {key} is already published with different content; "
+                    "publish a new version instead (published packages are immutable)"
+                ) from None
 
     def apply(self, channel: str, added: Sequence[Entry], removed: Sequence[Entry]) -> None:
         """Nothing to mirror: the state is the package set."""
@@ -141,7 +157,7 @@ class NativeEngine:
             return self._compare_stored(info)
         return put.hashes, put.size
 
-    def _entry(self, info: DebInfo, stored: Stored) -> Entry:
+    def _entry(self, info: DebInfo, stored: Stored, when: str, who: str) -> Entry:
         hashes, size = stored
         return Entry(
             package=info.package,
@@ -153,6 +169,6 @@ class NativeEngine:
             sha1=hashes["sha1"],
             sha256=hashes["sha256"],
             control=info.control,
-            published_at=now_iso(),
-            published_by=current_actor(),
+            published_at=when,
+            published_by=who,
         )

@@ -345,8 +345,9 @@ class LocalStorage:
         Chunk by chunk, every file is copied into a temporary file next to its key
         (hashing on the way), and fsynced by one of ``SYNC_THREADS`` threads while the
         next is copied: concurrent fsyncs share the file system's journal commits,
-        where one after another each waits for its own.  Only then is each linked into place, so a pool file
-        always has its full bytes, whatever the moment of a crash.  Last, every
+        where one after another each waits for its own.  Only then is each linked
+        into place, so a pool file always has its full bytes, whatever the moment of
+        a crash.  Last, every
         directory that gained an entry is fsynced once, so that the caller commits a
         state only over durable names.  A crash leaves at most one chunk of
         temporary files (hidden from :meth:`list`, like the one of a single write).
