@@ -44,6 +44,7 @@ CHUNK = 1024 * 1024
 _TMP_PREFIX = ".tmp-"
 DIR_CACHE = 4096  # resolved directories remembered per LocalStorage
 SYNC_THREADS = 32  # fsyncs in flight at once in a batch (write_files)
+SYNC_GROUP = 16  # files one fsync task syncs, one after another
 BATCH_CHUNK = 512  # files of a batch written before they are linked into place
 
 
@@ -53,26 +54,27 @@ def _etag(st: os.stat_result) -> str:
 
 @dataclass(frozen=True)
 class _Staged:
-    path: Path  # where the file goes
-    tmp: Path  # its written and fsynced temporary file
+    path: str  # where the file goes
+    tmp: str  # its written temporary file
     put: PutResult
 
 
-def _write_error(path: Path, exc: OSError) -> StorageError:
+def _write_error(path: str | Path, exc: OSError) -> StorageError:
     if exc.errno == errno.ENOSPC:
         return StorageError(f"no space left on device writing {path}")
     return StorageError(f"cannot write {path}: {exc.strerror}")
 
 
-def _fsync_file(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
+def _fsync_files(paths: list[str]) -> None:
+    for path in paths:
         try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError as exc:
-        raise _write_error(path, exc) from exc
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise _write_error(path, exc) from exc
 
 
 def _fsync_dir(path: str) -> None:
@@ -96,6 +98,7 @@ class LocalStorage:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).absolute()
         self._real_root = os.path.realpath(self.root)
+        self._root_str = str(self.root)
         self._real_dirs: dict[str, str] = {}  # directory key -> its checked real path
 
     def describe(self) -> str:
@@ -132,6 +135,11 @@ class LocalStorage:
         return os.path.realpath(real) if link else real
 
     def _path(self, key: str) -> Path:
+        self._checked(key)
+        return self.root / key
+
+    def _checked(self, key: str) -> str:
+        """The path of ``key`` as a string, after every check of :meth:`_path`."""
         check_key(key)
         parent, _, name = key.rpartition("/")
         real = os.path.join(self._real_dir(parent), name)
@@ -139,7 +147,7 @@ class LocalStorage:
             real = os.path.realpath(real)
         if not self._inside(real):
             raise UsageError(f"storage key {key!r} resolves outside the repository")
-        return self.root / key
+        return os.path.join(self._root_str, key)
 
     def local_path(self, key: str) -> Path | None:
         path = self._path(key)
@@ -304,33 +312,43 @@ class LocalStorage:
             size=size, etag=etag, hashes={n: h.hexdigest() for n, h in hashers.items()}
         )
 
-    def _stage(self, key: str, src: Path, hash_names: tuple[str, ...], made: set[Path]) -> _Staged:
+    def _stage(self, key: str, src: Path, hash_names: tuple[str, ...], made: set[str]) -> _Staged:
         """Copy ``src`` next to ``key`` into a temporary file, hashing on the way
         (``made``: directories known to exist)."""
-        path = self._path(key)
+        path = self._checked(key)
+        parent = os.path.dirname(path)
+        if parent not in made:
+            try:
+                os.makedirs(parent, exist_ok=True)
+            except OSError as exc:
+                raise StorageError(f"cannot create {parent}: {exc.strerror}") from exc
+            made.add(parent)
         hashers = [hashlib.new(n) for n in hash_names]
         size = 0
         try:
-            source = src.open("rb")
+            source = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as exc:
             raise InvalidPackage(f"{src.name}: cannot read it ({exc.strerror})") from None
-        if path.parent in made:
-            tmp = path.parent / f"{_TMP_PREFIX}{secrets.token_hex(8)}"
-        else:
-            tmp = self._tmp_for(path)
-            made.add(path.parent)
+        tmp = os.path.join(parent, f"{_TMP_PREFIX}{secrets.token_hex(8)}")
         try:
-            with source, tmp.open("wb") as fh:
-                while chunk := source.read(CHUNK):
+            out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+            try:
+                while chunk := os.read(source, CHUNK):
                     size += len(chunk)
                     for h in hashers:
                         h.update(chunk)
-                    fh.write(chunk)
-                etag = _etag(os.fstat(fh.fileno()))
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(out, view) :]
+                etag = _etag(os.fstat(out))
+            finally:
+                os.close(out)
         except OSError as exc:
             with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+                os.unlink(tmp)
             raise _write_error(path, exc) from exc
+        finally:
+            os.close(source)
         hashes = {n: h.hexdigest() for n, h in zip(hash_names, hashers, strict=True)}
         return _Staged(path, tmp, PutResult(size=size, etag=etag, hashes=hashes))
 
@@ -344,17 +362,17 @@ class LocalStorage:
 
         Chunk by chunk, every file is copied into a temporary file next to its key
         (hashing on the way), and fsynced by one of ``SYNC_THREADS`` threads while the
-        next is copied: concurrent fsyncs share the file system's journal commits,
-        where one after another each waits for its own.  Only then is each linked
-        into place, so a pool file always has its full bytes, whatever the moment of
-        a crash.  Last, every
-        directory that gained an entry is fsynced once, so that the caller commits a
-        state only over durable names.  A crash leaves at most one chunk of
-        temporary files (hidden from :meth:`list`, like the one of a single write).
+        next ones are copied: concurrent fsyncs share the file system's journal
+        commits, where one after another each waits for its own.  Only then is each
+        linked into place, so a pool file always has its full bytes, whatever the
+        moment of a crash.  Last, every directory that gained an entry is fsynced
+        once, so that the caller commits a state only over durable names.  A crash
+        leaves at most one chunk of temporary files (hidden from :meth:`list`, like
+        the one of a single write).
         """
         results: builtins.list[PutResult | None] = []
         dirs: set[str] = set()
-        made: set[Path] = set()
+        made: set[str] = set()
         with ThreadPoolExecutor(max_workers=SYNC_THREADS) as pool:
             for start in range(0, len(items), BATCH_CHUNK):
                 staged: builtins.list[_Staged] = []
@@ -362,18 +380,25 @@ class LocalStorage:
                 try:
                     for key, src in items[start : start + BATCH_CHUNK]:
                         staged.append(self._stage(key, src, hash_names, made))
-                        syncs.append(pool.submit(_fsync_file, staged[-1].tmp))
+                        if len(staged) % SYNC_GROUP == 0:
+                            group = [s.tmp for s in staged[-SYNC_GROUP:]]
+                            syncs.append(pool.submit(_fsync_files, group))
+                    if len(staged) % SYNC_GROUP:
+                        group = [s.tmp for s in staged[-(len(staged) % SYNC_GROUP) :]]
+                        syncs.append(pool.submit(_fsync_files, group))
                     for sync in syncs:
                         sync.result()
                     for item in staged:
                         results.append(self._link(item))
-                        dirs.update(self._parents(item.path))
+                        parent = os.path.dirname(item.path)
+                        if parent not in dirs:
+                            dirs.update(self._parents(parent))
                 finally:
                     for sync in syncs:  # every fsync ends before its file is removed
                         sync.exception()
                     for item in staged:
                         with contextlib.suppress(FileNotFoundError):
-                            item.tmp.unlink()
+                            os.unlink(item.tmp)
             list(pool.map(_fsync_dir, sorted(dirs)))
         return results
 
@@ -386,11 +411,10 @@ class LocalStorage:
             raise StorageError(f"cannot write {item.path}: {exc.strerror}") from exc
         return item.put
 
-    def _parents(self, path: Path) -> Iterator[str]:
-        """``path``'s directory and its ancestors up to the root (those it may have
-        created)."""
+    def _parents(self, parent: str) -> Iterator[str]:
+        """Directory ``parent`` and its ancestors up to the root (those a write may
+        have created)."""
         root = str(self.root)
-        parent = os.path.dirname(path)
         while parent.startswith(root) and parent != root:
             yield parent
             parent = os.path.dirname(parent)
