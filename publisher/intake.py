@@ -10,10 +10,12 @@ the first failure in that order is the one raised.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from publisher.config import LimitsConfig
@@ -23,6 +25,7 @@ PROCESS_MIN = 512  # files before worker processes pay for their start-up (~0.2 
 CHUNK = 256  # files per task sent to a worker process
 MAX_WORKERS = 2
 DPKG_THREADS = 4  # dpkg-deb processes in flight with dpkg_check = "always"
+log = logging.getLogger("aptship")
 
 
 def _inspect_chunk(paths: Sequence[str | Path], limits: LimitsConfig) -> list[DebInfo]:
@@ -40,12 +43,16 @@ def inspect_all(paths: Sequence[str | Path], limits: LimitsConfig) -> list[DebIn
     chunks = [paths[i : i + CHUNK] for i in range(0, len(paths), CHUNK)]
     # spawn, not fork: the caller may have threads (a server, a test harness)
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        infos: list[DebInfo] = []
-        try:
-            for part in pool.map(_inspect_chunk, chunks, [limits] * len(chunks)):
-                infos += part
-        except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
+    infos: list[DebInfo] = []
+    try:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            try:
+                for part in pool.map(_inspect_chunk, chunks, [limits] * len(chunks)):
+                    infos += part
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+    except BrokenProcessPool as exc:  # a worker died (killed, out of memory): go on here
+        log.warning("warning: intake worker failed (%s); inspecting in this process", exc)
+        return _inspect_chunk(paths, limits)
     return infos
