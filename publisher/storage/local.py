@@ -43,8 +43,8 @@ from publisher.storage.keys import check_key
 CHUNK = 1024 * 1024
 _TMP_PREFIX = ".tmp-"
 DIR_CACHE = 4096  # resolved directories remembered per LocalStorage
-SYNC_THREADS = 32  # fsyncs in flight at once in a batch (write_files)
-SYNC_GROUP = 16  # files one fsync task syncs, one after another
+SYNC_THREADS = 16  # threads writing and syncing a batch (write_files)
+SYNC_GROUP = 16  # files one task writes, then syncs
 BATCH_CHUNK = 512  # files of a batch written before they are linked into place
 
 
@@ -360,10 +360,11 @@ class LocalStorage:
     ) -> builtins.list[PutResult | None]:
         """Store each ``(key, file)`` create-only, as one durable batch.
 
-        Chunk by chunk, every file is copied into a temporary file next to its key
-        (hashing on the way), and fsynced by one of ``SYNC_THREADS`` threads while the
-        next ones are copied: concurrent fsyncs share the file system's journal
-        commits, where one after another each waits for its own.  Only then is each
+        Chunk by chunk, ``SYNC_THREADS`` threads copy the files into temporary files
+        next to their keys (hashing on the way) and fsync them, ``SYNC_GROUP`` files
+        per task: the system calls run in parallel, and concurrent fsyncs share the
+        file system's journal commits, where one after another each waits for its
+        own.  Only then is each
         linked into place, so a pool file always has its full bytes, whatever the
         moment of a crash.  Last, every directory that gained an entry is fsynced
         once, so that the caller commits a state only over durable names.  A crash
@@ -375,32 +376,48 @@ class LocalStorage:
         made: set[str] = set()
         with ThreadPoolExecutor(max_workers=SYNC_THREADS) as pool:
             for start in range(0, len(items), BATCH_CHUNK):
+                chunk = items[start : start + BATCH_CHUNK]
+                futures = [
+                    pool.submit(self._stage_group, chunk[i : i + SYNC_GROUP], hash_names, made)
+                    for i in range(0, len(chunk), SYNC_GROUP)
+                ]
                 staged: builtins.list[_Staged] = []
-                syncs = []
+                failure: BaseException | None = None
+                for future in futures:  # each group removes its own files if it fails
+                    try:
+                        staged += future.result()
+                    except BaseException as exc:
+                        failure = failure or exc
                 try:
-                    for key, src in items[start : start + BATCH_CHUNK]:
-                        staged.append(self._stage(key, src, hash_names, made))
-                        if len(staged) % SYNC_GROUP == 0:
-                            group = [s.tmp for s in staged[-SYNC_GROUP:]]
-                            syncs.append(pool.submit(_fsync_files, group))
-                    if len(staged) % SYNC_GROUP:
-                        group = [s.tmp for s in staged[-(len(staged) % SYNC_GROUP) :]]
-                        syncs.append(pool.submit(_fsync_files, group))
-                    for sync in syncs:
-                        sync.result()
+                    if failure is not None:
+                        raise failure
                     for item in staged:
                         results.append(self._link(item))
                         parent = os.path.dirname(item.path)
                         if parent not in dirs:
                             dirs.update(self._parents(parent))
                 finally:
-                    for sync in syncs:  # every fsync ends before its file is removed
-                        sync.exception()
                     for item in staged:
                         with contextlib.suppress(FileNotFoundError):
                             os.unlink(item.tmp)
             list(pool.map(_fsync_dir, sorted(dirs)))
         return results
+
+    def _stage_group(
+        self, group: Sequence[tuple[str, Path]], hash_names: tuple[str, ...], made: set[str]
+    ) -> builtins.list[_Staged]:
+        """Stage a few files, then fsync them (one task of a pool thread)."""
+        staged: builtins.list[_Staged] = []
+        try:
+            for key, src in group:
+                staged.append(self._stage(key, src, hash_names, made))
+            _fsync_files([item.tmp for item in staged])
+        except BaseException:
+            for item in staged:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(item.tmp)
+            raise
+        return staged
 
     def _link(self, item: _Staged) -> PutResult | None:
         try:
