@@ -55,6 +55,7 @@ DATA_MEMBERS = (
     "data.tar.lzma",
 )
 READ_CHUNK = 64 * 1024
+ZSTD_TIMEOUT = 60  # seconds zstd may take to finish once its output has ended
 BLOCK = tarfile.BLOCKSIZE
 _AR_NAME = re.compile(rb"^([!-.0-~]{1,15})/? *$")  # a name, an optional "/", spaces
 _AR_SIZE = re.compile(rb"^[0-9]+ *$")
@@ -190,28 +191,37 @@ def _unzstd(fh: BinaryIO, member: ArMember, label: str, limits: LimitsConfig) ->
     if stdin is None or stdout is None:  # cannot happen with PIPE; keeps mypy exact
         raise InvalidPackage("cannot start zstd")
     fh.seek(member.offset)
-    data = fh.read(member.size)  # the compressed control member (a few KiB)
 
     def feed() -> None:  # stops on a broken pipe once the reader has had enough
-        with contextlib.suppress(OSError):
-            stdin.write(data)
+        left = member.size
+        with contextlib.suppress(OSError, ValueError):
+            while left and (chunk := fh.read(min(READ_CHUNK, left))):
+                left -= len(chunk)
+                stdin.write(chunk)
         with contextlib.suppress(OSError):
             stdin.close()
 
     feeder = threading.Thread(target=feed, daemon=True)
     feeder.start()
     out = bytearray()
+    done = False
     try:
         while chunk := stdout.read(READ_CHUNK):
             out += chunk
             if len(out) > limits.max_control_bytes:
                 raise _too_large(label, limits)
+        done = True
     finally:
-        proc.kill()
-        proc.wait()
+        if not done:
+            proc.kill()
+        try:
+            proc.wait(timeout=ZSTD_TIMEOUT)  # its verdict on the whole stream
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
         stdout.close()
         feeder.join(timeout=10)
-    if proc.returncode not in (0, -9):
+    if proc.returncode != 0:
         raise InvalidPackage(f"{label}: zstd cannot decompress the control member")
     return bytes(out)
 

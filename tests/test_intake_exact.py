@@ -24,7 +24,7 @@ import pytest
 from publisher import debfile
 from publisher.config import LimitsConfig
 from publisher.debfile import inspect_deb
-from publisher.errors import ConfigError, InvalidPackage
+from publisher.errors import ConfigError, ControlTooLarge, InvalidPackage
 from tests.debs import build_deb
 from tests.security.crafted import HEAD, crafted_deb
 from tests.security.crafted_archives import (
@@ -299,3 +299,13 @@ def test_dpkg_check_modes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
     ]
     with pytest.raises(ConfigError, match=r"limits\.dpkg_check must be one of"):
         LimitsConfig(dpkg_check="sometimes")
+
+
+@pytest.mark.parametrize("compression", ["gzip", "xz", "zstd", "none"])
+def test_every_control_codec_stops_at_the_limit(compression: str, tmp_path: Path) -> None:
+    if compression == "zstd" and shutil.which("zstd") is None:
+        pytest.skip("needs zstd")
+    path = build_deb(tmp_path, "hello", "1.0", compression=compression)
+    assert inspect_deb(path, LimitsConfig(max_control_bytes=10240)).package == "hello"
+    with pytest.raises(ControlTooLarge, match=r"limits\.max_control_bytes"):
+        inspect_deb(path, LimitsConfig(max_control_bytes=1000))
