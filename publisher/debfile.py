@@ -50,7 +50,7 @@ _BAD_CHARS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\ufeff]")
 _FIELD_LINE = re.compile(r"^([!-9;-~]+):(.*)$")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DebInfo:
     """What the index needs from one .deb, before hashing."""
 

@@ -3,6 +3,8 @@
 * Atomic writes: a temporary file in the target directory, fsync, then
   ``os.replace`` (plain and compare-and-swap writes) or ``os.link`` (create-only
   writes, which fail atomically when the key exists).
+* A batch of pool files (:meth:`LocalStorage.write_files`) is written, synced in
+  parallel, linked, and its directories synced once: the same order, one wait.
 * Compare-and-swap holds ``flock`` on the key's directory while it checks the ETag
   and replaces the file.  The kernel drops the lock when the process dies, so there
   is no lock file that can go stale.
