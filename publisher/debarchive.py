@@ -117,9 +117,10 @@ def ar_members(fh: BinaryIO, size: int, label: str) -> tuple[list[ArMember], boo
     return members, pos == size
 
 
-def _read_member(fh: BinaryIO, member: ArMember) -> bytes:
+def _read_member(fh: BinaryIO, member: ArMember, limit: int) -> bytes:
+    """The first ``limit`` bytes of ``member`` at most."""
     fh.seek(member.offset)
-    return fh.read(member.size)
+    return fh.read(min(member.size, limit))
 
 
 def _too_large(label: str, limits: LimitsConfig) -> ControlTooLarge:
@@ -295,7 +296,7 @@ def read_control(fh: BinaryIO, size: int, label: str, limits: LimitsConfig) -> C
     control = members[1]
     if control.name not in CONTROL_MEMBERS:
         raise InvalidPackage(f"{label}: the second member must be control.tar[.gz|.xz|.zst]")
-    version = _read_member(fh, members[0])[:64]
+    version = _read_member(fh, members[0], 64)
     if not version.startswith(b"2."):
         raise InvalidPackage(f"{label}: unsupported .deb format {version!r}")
     reason = None
@@ -317,6 +318,6 @@ def read_control(fh: BinaryIO, size: int, label: str, limits: LimitsConfig) -> C
     else:
         if control.size > limits.max_control_bytes:
             raise _too_large(label, limits)
-        data = _read_member(fh, control)
+        data = _read_member(fh, control, limits.max_control_bytes)
     found = _scan_tar(data, label)
     return ControlRead(found.control, reason or found.noncanonical)
