@@ -107,6 +107,9 @@ class FleetConfig:
     cache_seconds: float = 15.0  # how long /metrics and the dashboard reuse a fleet snapshot
 
 
+DPKG_CHECK_MODES = ("auto", "always", "never")
+
+
 @dataclass(frozen=True)
 class LimitsConfig:
     """``[limits]``: bounds on everything a client controls (docs/security.md)."""
@@ -122,7 +125,23 @@ class LimitsConfig:
     max_batch_files: int = 1000  # .debs in one publish
     history_page_max: int = 500  # audit rows per /api/v1/history page
     history_scan_max: int = 2000  # audit objects one history page may read
-    dpkg_check: bool = True  # cross-check Package/Version/Architecture with dpkg-deb
+    # when to cross-check Package/Version/Architecture with dpkg-deb: "auto" (archives
+    # not shaped like dpkg-deb's own), "always" or "never"; true/false mean always/never
+    dpkg_check: str | bool = "auto"
+
+    def __post_init__(self) -> None:
+        if self.dpkg_check not in DPKG_CHECK_MODES and not isinstance(self.dpkg_check, bool):
+            raise ConfigError(
+                f"limits.dpkg_check must be one of {', '.join(map(repr, DPKG_CHECK_MODES))} "
+                f"or a boolean, not {self.dpkg_check!r}"
+            )
+
+    @property
+    def dpkg_mode(self) -> str:
+        """``dpkg_check`` as one of :data:`DPKG_CHECK_MODES` (``true`` is "always")."""
+        if isinstance(self.dpkg_check, bool):
+            return "always" if self.dpkg_check else "never"
+        return self.dpkg_check
 
 
 WEBHOOK_EVENTS = ("publish", "promote", "rollback", "remove", "fleet.converged", "fleet.diverged")
@@ -420,6 +439,11 @@ def _fleet(sec: _Section) -> FleetConfig:
 def _limits(sec: _Section) -> LimitsConfig:
     values: dict[str, Any] = {}
     for name, default in vars(LimitsConfig()).items():
+        if name == "dpkg_check":
+            values[name] = sec.get(name, (str, bool), default)
+            if values[name] not in DPKG_CHECK_MODES and not isinstance(values[name], bool):
+                raise sec.fail(name, f"must be one of {', '.join(DPKG_CHECK_MODES)}, true or false")
+            continue
         if isinstance(default, bool):
             values[name] = sec.get(name, bool, default)
             continue

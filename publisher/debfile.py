@@ -1,36 +1,38 @@
 """Inspect an incoming .deb the way dpkg does, with bounded memory, and hash it.
 
 Only the ar headers, ``debian-binary`` and the ``control`` file inside
-``control.tar[.gz|.xz|.zst]`` are read, through a stream that stops at
-``limits.max_control_bytes`` decompressed bytes (a control-member bomb costs at most
-that much); the data member is never read.  The control text must be one paragraph
+``control.tar[.gz|.xz|.zst]`` are read (:mod:`publisher.debarchive`), decompressing at
+most ``limits.max_control_bytes`` bytes (a control-member bomb costs at most that
+much); the data member is never read.  The control text must be one paragraph
 that dpkg reads exactly as aptship does (:func:`parse_control`): UTF-8, lines split
 on ``\n`` only, no other control characters (a bare ``\r``, NUL, form feed, NEL or
 U+2028 would split lines for some parsers and not for others), no duplicate fields,
 no field longer than ``limits.max_control_field_bytes``.  When ``dpkg-deb`` is
 installed, ``Package``, ``Version`` and ``Architecture`` are cross-checked with
-``dpkg-deb --field`` (``limits.dpkg_check``).  Every failure is an
+``dpkg-deb --field`` (``limits.dpkg_check``): by default ("auto") only for an archive
+that is not canonical (not shaped as ``dpkg-deb --build`` shapes it, see
+:mod:`publisher.debarchive`) or a version dpkg would print differently; a canonical
+archive is read exactly as dpkg-deb reads it.  Every failure is an
 :class:`InvalidPackage` naming the file (docs/security.md lists the codes).
 """
 
 from __future__ import annotations
 
-import contextlib
-import gzip
 import hashlib
 import lzma
 import os
 import re
 import shutil
+import stat
 import subprocess
 import tarfile
-import threading
-from collections.abc import Iterator
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, BinaryIO, cast
+from typing import BinaryIO
 
 from publisher.config import LimitsConfig
+from publisher.debarchive import read_control
 from publisher.errors import ControlRejected, ControlTooLarge, InvalidPackage
 from publisher.versions import check_architecture, check_package_name, check_version, strip_epoch
 
@@ -40,7 +42,6 @@ HASHES = ("md5", "sha1", "sha256")
 REPO_FIELDS = ("Filename", "Size", "MD5sum", "SHA1", "SHA256", "SHA512", "Description-md5")
 _REPO_FIELDS_LOWER = {name.lower() for name in REPO_FIELDS}
 IDENTITY = ("Package", "Version", "Architecture")
-CONTROL_MEMBERS = ("control.tar", "control.tar.gz", "control.tar.xz", "control.tar.zst")
 DPKG_TIMEOUT = 60
 # Characters that some line splitter (Python's str.splitlines, a C string, a terminal)
 # treats differently from dpkg: every C0 control but tab and newline, DEL, the C1
@@ -49,7 +50,7 @@ _BAD_CHARS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\ufeff]")
 _FIELD_LINE = re.compile(r"^([!-9;-~]+):(.*)$")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DebInfo:
     """What the index needs from one .deb, before hashing."""
 
@@ -74,93 +75,6 @@ class DebInfo:
         return f"pool/{area}/{prefix}/{self.source}/{name}"
 
 
-class _Capped:
-    """A read-only stream that raises ControlTooLarge past ``limit`` bytes."""
-
-    def __init__(self, raw: IO[bytes], limit: int, label: str) -> None:
-        self.raw, self.limit, self.label, self.count = raw, limit, label, 0
-
-    def read(self, n: int = -1) -> bytes:
-        want = self.limit + 1 - self.count if n is None or n < 0 else n
-        data = self.raw.read(min(want, self.limit + 1 - self.count))
-        self.count += len(data)
-        if self.count > self.limit:
-            raise ControlTooLarge(
-                f"{self.label}: the control member expands past {self.limit} bytes "
-                "(limits.max_control_bytes)"
-            )
-        return data
-
-    def readable(self) -> bool:
-        return True
-
-
-@contextlib.contextmanager
-def _zstd(member: IO[bytes]) -> Iterator[IO[bytes]]:
-    """``zstd -dc`` of ``member`` as a stream (tarfile has no zstd support)."""
-    zstd = shutil.which("zstd")
-    if zstd is None:
-        raise InvalidPackage("control.tar.zst needs the zstd tool, which is not installed")
-    proc = subprocess.Popen(
-        [zstd, "-dc", "-q"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
-    stdin, stdout = proc.stdin, proc.stdout
-    if stdin is None or stdout is None:  # cannot happen with PIPE; keeps mypy exact
-        raise InvalidPackage("cannot start zstd")
-
-    def feed() -> None:  # stops on a broken pipe once the reader has had enough
-        with contextlib.suppress(OSError):
-            while chunk := member.read(64 * 1024):
-                stdin.write(chunk)
-        with contextlib.suppress(OSError):
-            stdin.close()
-
-    feeder = threading.Thread(target=feed, daemon=True)
-    feeder.start()
-    try:
-        yield stdout
-    finally:
-        proc.kill()
-        proc.wait()
-        stdout.close()
-        feeder.join(timeout=10)
-
-
-@contextlib.contextmanager
-def _decompressed(name: str, member: IO[bytes]) -> Iterator[IO[bytes]]:
-    if name.endswith(".gz"):
-        with gzip.GzipFile(fileobj=member, mode="rb") as gz:
-            yield cast(IO[bytes], gz)
-    elif name.endswith(".xz"):
-        with lzma.LZMAFile(member, "rb") as xz:
-            yield xz
-    elif name.endswith(".zst"):
-        with _zstd(member) as zst:
-            yield zst
-    else:
-        yield member
-
-
-def _read_control(label: str, name: str, member: IO[bytes], limits: LimitsConfig) -> bytes:
-    """The ``control`` file of a control.tar member, reading at most the limit."""
-    with _decompressed(name, member) as raw:
-        capped = _Capped(raw, limits.max_control_bytes, label)
-        with tarfile.open(fileobj=cast(IO[bytes], capped), mode="r|") as tar:
-            for info in tar:
-                if info.name.removeprefix("./") != "control":
-                    continue
-                if not info.isfile():
-                    raise InvalidPackage(f"{label}: the control member's control is not a file")
-                fh = tar.extractfile(info)
-                if fh is None:
-                    break
-                return fh.read()
-    raise InvalidPackage(f"{label}: no control file in {name}")
-
-
 def parse_control(data: bytes, label: str, limits: LimitsConfig) -> list[tuple[str, str]]:
     """The fields of one control paragraph, read as dpkg reads it; refuse the ambiguous.
 
@@ -183,6 +97,7 @@ def parse_control(data: bytes, label: str, limits: LimitsConfig) -> list[tuple[s
     while lines and not lines[0].strip():
         lines.pop(0)
     fields: list[tuple[str, list[str]]] = []
+    seen: set[str] = set()
     for number, line in enumerate(lines, 1):
         if line[:1] in (" ", "\t"):
             if not fields:
@@ -199,8 +114,9 @@ def parse_control(data: bytes, label: str, limits: LimitsConfig) -> list[tuple[s
             what = "blank (a second paragraph)" if not line.strip() else "not 'Field: value'"
             raise ControlRejected(f"{label}: control line {number} is {what}")
         name = match.group(1)
-        if any(existing.lower() == name.lower() for existing, _ in fields):
+        if name.lower() in seen:
             raise ControlRejected(f"{label}: the control file repeats the field {name}")
+        seen.add(name.lower())
         fields.append((name, [match.group(2).strip(" \t")]))
     out = []
     for name, parts in fields:
@@ -240,46 +156,31 @@ def dpkg_identity(path: Path, label: str) -> dict[str, str]:
     return found
 
 
-def _members(label: str, fh: BinaryIO) -> tuple[bytes, str, IO[bytes]]:
-    """(debian-binary, control member name, control member) after checking the ar layout."""
-    from debian import arfile
+# dpkg prints an epoch only when it is not 0, as a plain number (parsehelp.c, dump.c)
+_DPKG_EPOCH = re.compile(r"^(?:[1-9][0-9]{0,8}:)?[^:]*$")
+# Fast-path counters (tests read them): how many identities were read in process
+# alone, and how many were cross-checked with dpkg-deb.
+STATS = {"fast": 0, "dpkg": 0}
 
-    archive = arfile.ArFile(fileobj=fh)
-    members = archive.getmembers()
-    for member in members:
-        # A truncated file still has headers that promise the full size.
-        if member.size:
-            member.seek(member.size - 1)
-            if len(member.read(1)) != 1:
-                raise InvalidPackage(f"{label}: truncated (member {member.name} is cut short)")
-            member.seek(0)
-    if len(members) < 3 or members[0].name != "debian-binary":
-        raise InvalidPackage(f"{label}: not a Debian binary package (no debian-binary first)")
-    if members[1].name not in CONTROL_MEMBERS:
-        raise InvalidPackage(f"{label}: the second member must be control.tar[.gz|.xz|.zst]")
-    control: IO[bytes] = cast(IO[bytes], members[1])
-    return members[0].read(64), str(members[1].name), control
+
+def _dpkg_prints_as_read(ident: dict[str, str]) -> bool:
+    """Whether ``dpkg-deb --field`` prints these (checked) values unchanged: names
+    and architectures are lowercase ASCII already; a version keeps its form unless
+    its epoch is 0 or has leading zeros."""
+    return bool(_DPKG_EPOCH.match(ident["Version"]))
 
 
 def inspect_deb(path: str | os.PathLike[str], limits: LimitsConfig | None = None) -> DebInfo:
     """Validate ``path`` as a Debian binary package and return its metadata."""
-    from debian import arfile
-
     limits = limits or LimitsConfig()
     p = Path(path)
     label = p.name
     try:
-        size = p.stat().st_size
-        if not p.is_file():
+        if not stat.S_ISREG(os.stat(p).st_mode):  # before open: a FIFO would block it
             raise InvalidPackage(f"{label}: not a regular file")
         with p.open("rb") as fh:
-            if fh.read(8) != b"!<arch>\n":
-                raise InvalidPackage(f"{label}: not a Debian package (no ar archive magic)")
-            fh.seek(0)
-            version, name, member = _members(label, fh)
-            if not version.startswith(b"2."):
-                raise InvalidPackage(f"{label}: unsupported .deb format {version!r}")
-            data = _read_control(label, name, member, limits)
+            size = os.fstat(fh.fileno()).st_size
+            read = read_control(fh, size, label, limits)
     except InvalidPackage:
         raise
     except FileNotFoundError:
@@ -287,10 +188,9 @@ def inspect_deb(path: str | os.PathLike[str], limits: LimitsConfig | None = None
     except IsADirectoryError:
         raise InvalidPackage(f"{label}: is a directory") from None
     except (
-        arfile.ArError,
         tarfile.TarError,
         lzma.LZMAError,
-        gzip.BadGzipFile,
+        zlib.error,
         EOFError,
         OSError,
         ValueError,
@@ -298,7 +198,7 @@ def inspect_deb(path: str | os.PathLike[str], limits: LimitsConfig | None = None
         LookupError,
     ) as exc:
         raise InvalidPackage(f"{label}: not a valid Debian binary package ({exc})") from None
-    fields = parse_control(data, label, limits)
+    fields = parse_control(read.control, label, limits)
     if not fields:
         raise InvalidPackage(f"{label}: empty control file")
     control = {name.lower(): value for name, value in fields}  # names are case-insensitive
@@ -313,13 +213,19 @@ def inspect_deb(path: str | os.PathLike[str], limits: LimitsConfig | None = None
     package = check_package_name(ident["Package"])
     version_text = check_version(ident["Version"])
     arch = check_architecture(ident["Architecture"])
-    if limits.dpkg_check:
+    mode = limits.dpkg_mode
+    if mode == "always" or (
+        mode == "auto" and (read.noncanonical or not _dpkg_prints_as_read(ident))
+    ):
+        STATS["dpkg"] += 1
         seen = dpkg_identity(p, label)
         if seen and seen != ident:
             raise ControlRejected(
                 f"{label}: dpkg reads this package as {seen} but its control text reads "
                 f"{ident}; refused"
             )
+    else:
+        STATS["fast"] += 1
     source = control.get("source", package).split("(")[0].strip() or package
     check_package_name(source)
     text = "".join(

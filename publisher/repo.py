@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -19,7 +18,6 @@ from debian.debian_support import Version
 
 from publisher.audit import current_actor, record_event
 from publisher.config import ChannelConfig, Config
-from publisher.debfile import inspect_deb
 from publisher.distributions import route_by_distribution
 from publisher.dists import KEYRING_KEY as KEYRING_KEY  # re-exported: tests and server use it
 from publisher.dists import DistWriter
@@ -33,6 +31,7 @@ from publisher.errors import (
     NotFound,
     StorageError,
 )
+from publisher.intake import inspect_all
 from publisher.lifecycle import retention_changes
 from publisher.pins import set_pin
 from publisher.releases import ReleaseOps
@@ -297,9 +296,7 @@ class Repository(ReleaseOps):
             raise InvalidPackage("no .deb files given")
         limits = self.config.limits
         self.config.suites(channel)  # NotFound before any file is read
-        # each inspection runs dpkg-deb once (limits.dpkg_check): overlap them in a batch
-        with ThreadPoolExecutor(max_workers=min(4, len(paths))) as pool:
-            infos = list(pool.map(lambda p: inspect_deb(p, limits), paths))
+        infos = inspect_all(paths, limits)  # on every core (publisher.intake)
         routed = route_by_distribution(self.config, channel, infos, dist)
         for suite, batch in routed.items():
             chan = self.config.channel(suite)
@@ -311,10 +308,14 @@ class Repository(ReleaseOps):
                         "all)"
                     )
         since = read_sweep(self.storage)  # before the pool writes (publisher.sweep.guard)
+        del infos  # from here each suite's DebInfos (control texts) live until stored
         out: list[PublishRow] = []
-        for suite, batch in routed.items():
+        while routed:
+            suite, batch = next(iter(routed.items()))
+            del routed[suite]
             entries = self.engine.prepare(batch, progress)
             restore = {i.pool_key: fn for i in batch if (fn := self.engine.restorer(i)) is not None}
+            del batch
             chan = self.config.channel(suite)
             results = self.add_entries(
                 chan, entries, action="publish", restore=restore, since=since

@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from publisher.audit import current_actor
 from publisher.debfile import DebInfo, hash_file, hash_stream
 from publisher.errors import ImmutableConflict, PreconditionFailed
 from publisher.state import Entry, Head, now_iso
+from publisher.storage.base import BatchWrites
 
 if TYPE_CHECKING:
     from publisher.dists import DistWriter
     from publisher.engines import Progress
     from publisher.storage.base import Storage
     from publisher.sweep import Restore, Sweep
+
+
+Stored = tuple[dict[str, str], int]  # a pool file's hashes and size
 
 
 def _pool_conflict(info: DebInfo) -> ImmutableConflict:
@@ -40,20 +45,53 @@ class NativeEngine:
         return self.storage
 
     def prepare(self, infos: Sequence[DebInfo], progress: Progress | None) -> list[Entry]:
-        known = self._check_against_pool(infos)
-        entries = []
-        for info in infos:
-            entries.append(self._store(info, known.get(str(info.path))))
-            if progress:
-                progress(1)
-        return entries
+        """Store the batch's pool files (create-only) and return their entries.
+
+        Nothing is written before the whole batch is checked against the pool.  On a
+        backend with batch writes (a local directory) the new files are stored as one
+        durable batch (:meth:`LocalStorage.write_files`); S3 keeps one create-only
+        PUT per file."""
+        known, todo = self._check_against_pool(infos)
+        batch = self.storage if isinstance(self.storage, BatchWrites) else None
+        if batch is not None and len(todo) > 1:
+            puts = batch.write_files([(info.pool_key, info.path) for info in todo])
+            for info, put in zip(todo, puts, strict=True):
+                if put is None:  # stored meanwhile by another publish: same bytes?
+                    known[info.pool_key] = self._compare_stored(info)
+                else:
+                    known[info.pool_key] = (put.hashes, put.size)
+                if progress:
+                    progress(1)
+        else:
+            for info in todo:
+                known[info.pool_key] = self._store(info)
+                if progress:
+                    progress(1)
+        if progress and len(infos) > len(todo):
+            progress(len(infos) - len(todo))
+        when, who = now_iso(), current_actor()  # one string each for the whole batch
+        return [self._entry(info, known[info.pool_key], when, who) for info in infos]
 
     def restore(self, info: DebInfo) -> None:
         """Store ``info``'s file again (gc deleted it while a publish of it was in flight)."""
-        self._store(info, None)
+        self._restore_file(info.pool_key, info.path)
 
     def restorer(self, info: DebInfo) -> Restore:
-        return functools.partial(self.restore, info)
+        # the key and the file only: a batch's control texts are not kept alive by it
+        return functools.partial(self._restore_file, info.pool_key, info.path)
+
+    def _restore_file(self, key: str, path: Path) -> None:
+        try:
+            with path.open("rb") as fh:
+                self.storage.write_stream(
+                    key, fh, create_only=True, content_type="application/vnd.debian.binary-package"
+                )
+        except PreconditionFailed:  # stored again meanwhile: the same bytes?
+            if self._stored_sha256(key) != hash_file(path)["sha256"]:
+                raise ImmutableConflict(
+                    f"{path.name}: {key} is already published with different content; "
+                    "publish a new version instead (published packages are immutable)"
+                ) from None
 
     def apply(self, channel: str, added: Sequence[Entry], removed: Sequence[Entry]) -> None:
         """Nothing to mirror: the state is the package set."""
@@ -72,57 +110,65 @@ class NativeEngine:
         with self.storage.open_read(key) as fh:
             return hash_stream(fh, ("sha256",))["sha256"]
 
-    def _check_against_pool(self, infos: Sequence[DebInfo]) -> dict[str, dict[str, str]]:
-        """Refuse a batch that would change an existing pool file.  Returns known hashes."""
-        known: dict[str, dict[str, str]] = {}
-        by_key: dict[str, DebInfo] = {}
+    def _check_against_pool(
+        self, infos: Sequence[DebInfo]
+    ) -> tuple[dict[str, Stored], list[DebInfo]]:
+        """Refuse a batch that would change an existing pool file, or that holds two
+        different files for one pool key.  Returns the hashes known by pool key (of
+        files already stored) and the files to store, one per new key."""
+        known: dict[str, Stored] = {}
+        first: dict[str, DebInfo] = {}
+        todo: list[DebInfo] = []
         for info in infos:
             key = info.pool_key
+            earlier = first.get(key)
+            if earlier is not None:  # the same key twice in the batch: the same bytes?
+                if hash_file(info.path)["sha256"] != hash_file(earlier.path)["sha256"]:
+                    raise _pool_conflict(info)
+                continue
+            first[key] = info
             # A single file needs no look-up: its create-only write refuses to replace
             # an existing pool file, and _store then compares the content.
-            if key in by_key or (len(infos) > 1 and self.storage.exists(key)):
-                hashes = known.get(str(info.path)) or hash_file(info.path)
-                known[str(info.path)] = hashes
-                first = by_key.get(key)
-                if first is not None:
-                    other = known.get(str(first.path)) or hash_file(first.path)
-                    known[str(first.path)] = other
-                    theirs = other["sha256"]
-                else:
-                    theirs = self._stored_sha256(key)
-                if theirs != hashes["sha256"]:
-                    raise _pool_conflict(info)
-            by_key.setdefault(key, info)
-        return known
+            if len(infos) > 1 and self.storage.exists(key):
+                known[key] = self._compare_stored(info)
+            else:
+                todo.append(info)
+        return known, todo
 
-    def _store(self, info: DebInfo, known: dict[str, str] | None) -> Entry:
-        key = info.pool_key
-        if known is None:
-            try:
-                with info.path.open("rb") as fh:
-                    put = self.storage.write_stream(
-                        key,
-                        fh,
-                        create_only=True,
-                        content_type="application/vnd.debian.binary-package",
-                    )
-                hashes, size = put.hashes, put.size
-            except PreconditionFailed:
-                hashes, size = hash_file(info.path), info.size
-                if self._stored_sha256(key) != hashes["sha256"]:
-                    raise _pool_conflict(info) from None
-        else:
-            hashes, size = known, info.size
+    def _compare_stored(self, info: DebInfo) -> Stored:
+        """The hashes of ``info``'s file, which must equal those of its stored pool file."""
+        hashes = hash_file(info.path)
+        if self._stored_sha256(info.pool_key) != hashes["sha256"]:
+            raise _pool_conflict(info)
+        return hashes, info.size
+
+    def _store(self, info: DebInfo) -> Stored:
+        """Store one file create-only; its hashes (those of the stored file, if it was
+        there already with the same bytes)."""
+        try:
+            with info.path.open("rb") as fh:
+                put = self.storage.write_stream(
+                    info.pool_key,
+                    fh,
+                    create_only=True,
+                    content_type="application/vnd.debian.binary-package",
+                )
+        except PreconditionFailed:
+            return self._compare_stored(info)
+        return put.hashes, put.size
+
+    def _entry(self, info: DebInfo, stored: Stored, when: str, who: str) -> Entry:
+        hashes, size = stored
         return Entry(
             package=info.package,
             version=info.version,
             architecture=info.architecture,
-            filename=key,
+            filename=info.pool_key,
             size=size,
             md5=hashes["md5"],
             sha1=hashes["sha1"],
             sha256=hashes["sha256"],
             control=info.control,
-            published_at=now_iso(),
-            published_by=current_actor(),
+            published_at=when,
+            published_by=who,
         )

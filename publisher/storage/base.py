@@ -15,7 +15,7 @@ boundary; no backend type leaks out.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
@@ -111,4 +111,21 @@ class Storage(Protocol):
 
     def describe(self) -> str:
         """Where the repository lives, for messages (never credentials)."""
+        ...
+
+
+@runtime_checkable
+class BatchWrites(Protocol):
+    """A backend that stores many local files in one durable step (the local
+    directory: one wait for the disk instead of one per file).  S3 has nothing to
+    wait for and keeps one create-only PUT per file."""
+
+    def write_files(
+        self,
+        items: Sequence[tuple[str, Path]],
+        *,
+        hash_names: tuple[str, ...] = ("md5", "sha1", "sha256"),
+    ) -> list[PutResult | None]:
+        """Store each ``(key, file)`` create-only, hashing while copying; ``None`` for
+        a key that exists already.  Every stored file is durable when this returns."""
         ...

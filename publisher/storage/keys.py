@@ -8,9 +8,12 @@ Both backends call :func:`check_key` before touching anything.
 
 from __future__ import annotations
 
+import re
+
 from publisher.errors import UsageError
 
 MAX_SEGMENT = 255
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
 
 
 def check_key(key: str) -> str:
@@ -19,7 +22,7 @@ def check_key(key: str) -> str:
         raise UsageError("empty storage key")
     if key.startswith("/") or "\\" in key or "\x00" in key:
         raise UsageError(f"unsafe storage key {key!r}: must be a relative path")
-    if any(ord(c) < 0x20 or c == "\x7f" for c in key):
+    if _CONTROL.search(key):
         raise UsageError(f"unsafe storage key {key!r}: control characters")
     for part in key.split("/"):
         if part in ("", ".", ".."):

@@ -3,6 +3,8 @@
 * Atomic writes: a temporary file in the target directory, fsync, then
   ``os.replace`` (plain and compare-and-swap writes) or ``os.link`` (create-only
   writes, which fail atomically when the key exists).
+* A batch of pool files (:meth:`LocalStorage.write_files`) is written, synced in
+  parallel, linked, and its directories synced once: the same order, one wait.
 * Compare-and-swap holds ``flock`` on the key's directory while it checks the ETag
   and replaces the file.  The kernel drops the lock when the process dies, so there
   is no lock file that can go stale.
@@ -16,27 +18,80 @@
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import errno
 import fcntl
 import hashlib
 import os
 import secrets
-from collections.abc import Iterator
+import stat
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from publisher.errors import NotFound, PreconditionFailed, StorageError, UsageError
+from publisher.errors import (
+    InvalidPackage,
+    NotFound,
+    PreconditionFailed,
+    StorageError,
+    UsageError,
+)
 from publisher.storage.base import ObjectInfo, PutResult
 from publisher.storage.keys import check_key
 
 CHUNK = 1024 * 1024
 _TMP_PREFIX = ".tmp-"
 DIR_CACHE = 4096  # resolved directories remembered per LocalStorage
+SYNC_THREADS = 16  # threads writing and syncing a batch (write_files)
+SYNC_GROUP = 16  # files one task writes, then syncs
+BATCH_CHUNK = 512  # files of a batch written before they are linked into place
 
 
 def _etag(st: os.stat_result) -> str:
     return f"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}"
+
+
+@dataclass(frozen=True)
+class _Staged:
+    path: str  # where the file goes
+    tmp: str  # its written temporary file
+    put: PutResult
+
+
+def _write_error(path: str | Path, exc: OSError) -> StorageError:
+    if exc.errno == errno.ENOSPC:
+        return StorageError(f"no space left on device writing {path}")
+    return StorageError(f"cannot write {path}: {exc.strerror}")
+
+
+def _fsync_files(paths: list[str]) -> None:
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise _write_error(path, exc) from exc
+
+
+def _fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise StorageError(f"cannot open {path}: {exc.strerror}") from exc
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        raise StorageError(f"cannot sync {path}: {exc.strerror}") from exc
+    finally:
+        os.close(fd)
 
 
 class LocalStorage:
@@ -45,6 +100,7 @@ class LocalStorage:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).absolute()
         self._real_root = os.path.realpath(self.root)
+        self._root_str = str(self.root)
         self._real_dirs: dict[str, str] = {}  # directory key -> its checked real path
 
     def describe(self) -> str:
@@ -60,7 +116,7 @@ class LocalStorage:
         component of every key (an lstat each) was most of ``verify --fast``."""
         real = self._real_dirs.get(parent)
         if real is None:
-            real = os.path.realpath(self.root / parent) if parent else self._real_root
+            real = self._resolve_dir(parent) if parent else self._real_root
             if not self._inside(real):
                 raise UsageError(f"storage key {parent!r} resolves outside the repository")
             if os.path.isdir(real):
@@ -69,7 +125,23 @@ class LocalStorage:
                 self._real_dirs[parent] = real
         return real
 
+    def _resolve_dir(self, parent: str) -> str:
+        """``realpath(root/parent)`` from its own parent's real path: one lstat, also
+        for a directory that does not exist yet (a new pool directory)."""
+        up, _, name = parent.rpartition("/")
+        real = os.path.join(self._real_dir(up), name)
+        try:
+            link = stat.S_ISLNK(os.lstat(real).st_mode)
+        except (FileNotFoundError, NotADirectoryError):
+            link = False
+        return os.path.realpath(real) if link else real
+
     def _path(self, key: str) -> Path:
+        self._checked(key)
+        return self.root / key
+
+    def _checked(self, key: str) -> str:
+        """The path of ``key`` as a string, after every check of :meth:`_path`."""
         check_key(key)
         parent, _, name = key.rpartition("/")
         real = os.path.join(self._real_dir(parent), name)
@@ -77,7 +149,7 @@ class LocalStorage:
             real = os.path.realpath(real)
         if not self._inside(real):
             raise UsageError(f"storage key {key!r} resolves outside the repository")
-        return self.root / key
+        return os.path.join(self._root_str, key)
 
     def local_path(self, key: str) -> Path | None:
         path = self._path(key)
@@ -273,6 +345,131 @@ class LocalStorage:
                 raise StorageError(f"cannot link {source} to {path}: {exc.strerror}") from exc
             return self.write_bytes(dst, self.read_bytes(src))
         return self._commit(tmp, path, dst, False, None)
+
+    def _stage(self, key: str, src: Path, hash_names: tuple[str, ...], made: set[str]) -> _Staged:
+        """Copy ``src`` next to ``key`` into a temporary file, hashing on the way
+        (``made``: directories known to exist)."""
+        path = self._checked(key)
+        parent = os.path.dirname(path)
+        if parent not in made:
+            try:
+                os.makedirs(parent, exist_ok=True)
+            except OSError as exc:
+                raise StorageError(f"cannot create {parent}: {exc.strerror}") from exc
+            made.add(parent)
+        hashers = [hashlib.new(n) for n in hash_names]
+        size = 0
+        try:
+            source = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise InvalidPackage(f"{src.name}: cannot read it ({exc.strerror})") from None
+        tmp = os.path.join(parent, f"{_TMP_PREFIX}{secrets.token_hex(8)}")
+        try:
+            out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+            try:
+                while chunk := os.read(source, CHUNK):
+                    size += len(chunk)
+                    for h in hashers:
+                        h.update(chunk)
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(out, view) :]
+                etag = _etag(os.fstat(out))
+            finally:
+                os.close(out)
+        except OSError as exc:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise _write_error(path, exc) from exc
+        finally:
+            os.close(source)
+        hashes = {n: h.hexdigest() for n, h in zip(hash_names, hashers, strict=True)}
+        return _Staged(path, tmp, PutResult(size=size, etag=etag, hashes=hashes))
+
+    def write_files(
+        self,
+        items: Sequence[tuple[str, Path]],
+        *,
+        hash_names: tuple[str, ...] = ("md5", "sha1", "sha256"),
+    ) -> builtins.list[PutResult | None]:
+        """Store each ``(key, file)`` create-only, as one durable batch.
+
+        Chunk by chunk, ``SYNC_THREADS`` threads copy the files into temporary files
+        next to their keys (hashing on the way) and fsync them, ``SYNC_GROUP`` files
+        per task: the system calls run in parallel, and concurrent fsyncs share the
+        file system's journal commits, where one after another each waits for its
+        own.  Only then is each
+        linked into place, so a pool file always has its full bytes, whatever the
+        moment of a crash.  Last, every directory that gained an entry is fsynced
+        once, so that the caller commits a state only over durable names.  A crash
+        leaves at most one chunk of temporary files (hidden from :meth:`list`, like
+        the one of a single write).
+        """
+        results: builtins.list[PutResult | None] = []
+        dirs: set[str] = set()
+        made: set[str] = set()
+        with ThreadPoolExecutor(max_workers=SYNC_THREADS) as pool:
+            for start in range(0, len(items), BATCH_CHUNK):
+                chunk = items[start : start + BATCH_CHUNK]
+                futures = [
+                    pool.submit(self._stage_group, chunk[i : i + SYNC_GROUP], hash_names, made)
+                    for i in range(0, len(chunk), SYNC_GROUP)
+                ]
+                staged: builtins.list[_Staged] = []
+                failure: BaseException | None = None
+                for future in futures:  # each group removes its own files if it fails
+                    try:
+                        staged += future.result()
+                    except BaseException as exc:
+                        failure = failure or exc
+                try:
+                    if failure is not None:
+                        raise failure
+                    for item in staged:
+                        results.append(self._link(item))
+                        parent = os.path.dirname(item.path)
+                        if parent not in dirs:
+                            dirs.update(self._parents(parent))
+                finally:
+                    for item in staged:
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(item.tmp)
+            list(pool.map(_fsync_dir, sorted(dirs)))
+        return results
+
+    def _stage_group(
+        self, group: Sequence[tuple[str, Path]], hash_names: tuple[str, ...], made: set[str]
+    ) -> builtins.list[_Staged]:
+        """Stage a few files, then fsync them (one task of a pool thread)."""
+        staged: builtins.list[_Staged] = []
+        try:
+            for key, src in group:
+                staged.append(self._stage(key, src, hash_names, made))
+            _fsync_files([item.tmp for item in staged])
+        except BaseException:
+            for item in staged:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(item.tmp)
+            raise
+        return staged
+
+    def _link(self, item: _Staged) -> PutResult | None:
+        try:
+            os.link(item.tmp, item.path)
+        except FileExistsError:
+            return None
+        except OSError as exc:
+            raise StorageError(f"cannot write {item.path}: {exc.strerror}") from exc
+        return item.put
+
+    def _parents(self, parent: str) -> Iterator[str]:
+        """Directory ``parent`` and its ancestors up to the root (those a write may
+        have created)."""
+        root = str(self.root)
+        while parent.startswith(root) and parent != root:
+            yield parent
+            parent = os.path.dirname(parent)
+        yield root
 
     def delete(self, key: str) -> None:
         path = self._path(key)

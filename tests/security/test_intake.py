@@ -106,7 +106,7 @@ def test_identity_is_cross_checked_with_dpkg_deb(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     deb = crafted_deb(tmp_path / "ok.deb", HEAD + b"Description: fine\n long text\n")
-    info = inspect_deb(deb, LimitsConfig())
+    info = inspect_deb(deb, LimitsConfig(dpkg_check="always"))
     assert (info.package, info.version, info.architecture) == ("innocent", "1.0-1", "all")
     assert info.control.endswith("Description: fine\n long text\n")
     # a disagreement (whatever causes it) is refused
@@ -115,8 +115,32 @@ def test_identity_is_cross_checked_with_dpkg_deb(
         lambda path, label: {"Package": "other", "Version": "1.0-1", "Architecture": "all"},
     )
     with pytest.raises(ControlRejected, match="dpkg reads this package as"):
-        inspect_deb(deb, LimitsConfig())
+        inspect_deb(deb, LimitsConfig(dpkg_check="always"))
     assert inspect_deb(deb, LimitsConfig(dpkg_check=False)).package == "innocent"
+
+
+def test_auto_cross_checks_only_what_dpkg_deb_might_read_otherwise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default ("auto"): a canonical archive is read in process only; an archive
+    dpkg-deb would not build is cross-checked, and a disagreement is refused."""
+    deb = crafted_deb(tmp_path / "ok.deb", HEAD + b"Description: fine\n long text\n")
+    odd = tmp_path / "odd.deb"
+    data = deb.read_bytes()
+    odd.write_bytes(data + b"_extra/         0           0     0     100644  0         `\n")
+    calls: list[str] = []
+    monkeypatch.setattr(
+        "publisher.debfile.dpkg_identity",
+        lambda path, label: (
+            calls.append(label) or {"Package": "other", "Version": "1.0-1", "Architecture": "all"}
+        ),
+    )
+    assert LimitsConfig().dpkg_mode == "auto"
+    assert inspect_deb(deb, LimitsConfig()).package == "innocent"
+    assert calls == []
+    with pytest.raises(ControlRejected, match="dpkg reads this package as"):
+        inspect_deb(odd, LimitsConfig())
+    assert calls == ["odd.deb"]
 
 
 def test_real_packages_still_publish(hostile: Hostile, tmp_path: Path) -> None:
