@@ -11,11 +11,9 @@ the first failure in that order is the one raised.
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from publisher.config import LimitsConfig
@@ -40,6 +38,10 @@ def inspect_all(paths: Sequence[str | Path], limits: LimitsConfig) -> list[DebIn
     workers = min(MAX_WORKERS, os.cpu_count() or 1)
     if workers < 2 or len(paths) < PROCESS_MIN:
         return _inspect_chunk(paths, limits)
+    import multiprocessing  # only for a batch big enough to use the worker processes
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
     chunks = [paths[i : i + CHUNK] for i in range(0, len(paths), CHUNK)]
     # spawn, not fork: the caller may have threads (a server, a test harness)
     context = multiprocessing.get_context("spawn")
