@@ -68,7 +68,7 @@ def _xz_filters(size: int) -> list[dict[str, int]]:
     return [{"id": lzma.FILTER_LZMA2, "preset": XZ_PRESET, "dict_size": dict_size}]
 
 
-def make_part(fmt: str, bucket: str, text: bytes) -> Part:
+def make_part(fmt: str, bucket: str, text: bytes | memoryview) -> Part:
     if fmt == "plain":
         return bucket, text, ()
     digest = hashlib.sha256(text).hexdigest()
@@ -90,7 +90,7 @@ def make_part(fmt: str, bucket: str, text: bytes) -> Part:
     raise ValueError(f"unknown index format {fmt!r}")
 
 
-def make_parts(fmt: str, texts: dict[str, bytes]) -> dict[str, Part]:
+def make_parts(fmt: str, texts: dict[str, bytes | memoryview]) -> dict[str, Part]:
     """:func:`make_part` of each (bucket, text), on two threads when there is enough
     to compress (zlib and lzma release the GIL while they work)."""
     if fmt == "plain" or len(texts) < 2 or sum(map(len, texts.values())) < PARALLEL_BYTES:

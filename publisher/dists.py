@@ -50,6 +50,7 @@ from publisher.storage.base import Storage
 from publisher.sweep import Restore, Sweep, guard, read_sweep
 
 log = logging.getLogger("aptship.dists")
+Texts = dict[str, bytes | memoryview]  # {bucket: its Packages text}
 MAX_ROUNDS = 20
 KEYRING_KEY = "archive-keyring.asc"
 
@@ -313,22 +314,40 @@ class DistWriter:
             texts = by_arch[arch]
             merged: dict[str, list[codecs.Part] | None] = {}
             for fmt in rendered_formats(self.config):
-                merged[fmt] = self._splice_file(
-                    view, old, new, payloads, index_path(arch, fmt), fmt, texts, full
-                )
+                path = index_path(arch, fmt)
+                merged[fmt] = self._splice_file(view, old, new, payloads, path, fmt, texts, full)
+                if fmt == "plain" and full:
+                    # the full plain file is the texts joined: compress from views into
+                    # it, so the texts are not held twice while the other formats render
+                    texts = by_arch[arch] = self._views(payloads[path], texts)
             if "plain" not in merged:
                 self._list_plain(view.channel, old, new, arch, texts, merged)
         # The channel's pins travel in the signed suite as one more index (docs/hosts.md).
         self._splice_file(view, old, new, payloads, PINS_PATH, "plain", pins, full)
         return new, payloads
 
+    @staticmethod
+    def _views(data: bytes, texts: Texts) -> Texts:
+        """``texts`` as views into ``data``, their concatenation in bucket order (a
+        full render's plain file); ``texts`` itself if ``data`` is anything else."""
+        views: Texts = {}
+        whole = memoryview(data)
+        pos = 0
+        for bucket in sorted(texts):
+            end = pos + len(texts[bucket])
+            views[bucket] = whole[pos:end]
+            pos = end
+        if pos != len(data) or any(views[b] != texts[b] for b in texts):
+            return texts
+        return views
+
     def _bucket_texts(
         self, chan: ChannelConfig, view: ChannelState, buckets: set[str]
-    ) -> tuple[dict[str, dict[str, bytes]], dict[str, bytes]]:
+    ) -> tuple[dict[str, Texts], Texts]:
         """({arch: {bucket: Packages text}}, {bucket: pins text}) of ``buckets``, one
         shard at a time: a full render holds the texts, never every decoded shard."""
-        by_arch: dict[str, dict[str, bytes]] = {arch: {} for arch in chan.architectures}
-        pins: dict[str, bytes] = {}
+        by_arch: dict[str, Texts] = {arch: {} for arch in chan.architectures}
+        pins: Texts = {}
         for bucket in sorted(buckets):
             sha = view.head.shards.get(bucket)
             shard = view.store.load_shard(view.channel, bucket, sha) if sha else {}
@@ -346,7 +365,7 @@ class DistWriter:
         payloads: dict[str, bytes],
         path: str,
         fmt: str,
-        texts: dict[str, bytes],
+        texts: Texts,
         full: bool,
     ) -> list[codecs.Part] | None:
         """Put ``path`` into ``new``: the previous file with the changed buckets'
@@ -390,7 +409,7 @@ class DistWriter:
         payloads: dict[str, bytes],
         path: str,
         fmt: str,
-        texts: dict[str, bytes],
+        texts: Texts,
     ) -> list[codecs.Part]:
         """``path`` built from ``texts`` alone.  A compressed part of the previous file
         is reused when its recorded text digest is the SHA256 of the text rendered now,
@@ -398,7 +417,7 @@ class DistWriter:
         compressed from that text); every other part is compressed again."""
         reusable = {} if self._recompress else self._stored_parts(channel, old, path, fmt)
         kept: dict[str, codecs.Part] = {}
-        todo: dict[str, bytes] = {}
+        todo: Texts = {}
         for bucket, text in texts.items():
             part = reusable.get(bucket)
             if (
@@ -458,7 +477,7 @@ class DistWriter:
         return {p[0]: p for p in parts if codecs.text_digest(fmt, p) is not None}
 
     @staticmethod
-    def _touched(prev: IndexFile, texts: dict[str, bytes]) -> bool:
+    def _touched(prev: IndexFile, texts: Texts) -> bool:
         present = {str(row[0]) for row in prev.layout}
         return any(text or b in present for b, text in texts.items())
 
@@ -468,7 +487,7 @@ class DistWriter:
         old: Record,
         new: Record,
         arch: str,
-        texts: dict[str, bytes],
+        texts: Texts,
         merged: dict[str, list[codecs.Part] | None],
     ) -> None:
         """The uncompressed ``Packages`` that Release lists but nobody stores: its

@@ -222,6 +222,23 @@ class Repository(ReleaseOps):
         or ``aptship reindex``, publishes it; ``aptship verify`` reports it meanwhile).
         """
         since = read_sweep(self.storage) if since is None else since  # before any write
+        result, head = self._commit_audited(
+            channel, action, actor, change, restore=restore, since=since
+        )
+        self._render_committed(channel, action, head, since)
+        return result
+
+    def _commit_audited(
+        self,
+        channel: str,
+        action: str,
+        actor: str,
+        change: Callable[[ChannelState], tuple[T, list[dict[str, Any]]]],
+        *,
+        restore: Mapping[str, Restore] | None,
+        since: Sweep,
+    ) -> tuple[T, Head]:
+        """:meth:`commit_change` up to its render: the commit and its audit event."""
         committed = self.commit(channel, change, restore=restore, since=since)
         (result, changes), head, changed = committed
         # Also when the state ended up unchanged but the operation did something: a
@@ -238,6 +255,10 @@ class Repository(ReleaseOps):
                     channel,
                     exc.message,
                 )
+        return result, head
+
+    def _render_committed(self, channel: str, action: str, head: Head, since: Sweep) -> None:
+        """:meth:`commit_change`'s render: a failure leaves it pending, with a warning."""
         try:  # also when nothing changed: completes a render an earlier operation left
             self.render(channel, head=head, since=since)
         except AptshipError as exc:
@@ -252,7 +273,6 @@ class Repository(ReleaseOps):
                 channel,
                 channel,
             )
-        return result
 
     @cached_property
     def dists(self) -> DistWriter:
@@ -317,10 +337,21 @@ class Repository(ReleaseOps):
             restore = {i.pool_key: fn for i in batch if (fn := self.engine.restorer(i)) is not None}
             del batch
             chan = self.config.channel(suite)
-            results = self.add_entries(
-                chan, entries, action="publish", restore=restore, since=since
+            actor = current_actor()
+            results, head = self._commit_audited(
+                suite,
+                "publish",
+                actor,
+                self._additions(chan, entries, "publish", actor),
+                restore=restore,
+                since=since,
             )
+            # The batch (control texts, hashes, restorers) is not needed by the render,
+            # which reads the committed shards: free it before the indexes are built.
+            del entries, restore
             out += [r.to_json() for r in results]
+            del results
+            self._render_committed(suite, "publish", head, since)
         return out
 
     def add_entries(
@@ -334,6 +365,14 @@ class Repository(ReleaseOps):
     ) -> list[PublishResult]:
         """Add stored entries to a channel in one commit, one audit event and one render."""
         actor = current_actor()
+        change = self._additions(chan, entries, action, actor)
+        return self.commit_change(chan.name, action, actor, change, restore=restore, since=since)
+
+    @staticmethod
+    def _additions(
+        chan: ChannelConfig, entries: Sequence[Entry], action: str, actor: str
+    ) -> Callable[[ChannelState], tuple[list[PublishResult], list[dict[str, Any]]]]:
+        """The state change that adds ``entries`` (see :meth:`add_entries`)."""
 
         def change(state: ChannelState) -> tuple[list[PublishResult], list[dict[str, Any]]]:
             results, changes, touched = plan_additions(state, chan, entries)
@@ -341,7 +380,7 @@ class Repository(ReleaseOps):
             changes += report_batch(chan, touched, results)
             return results, changes
 
-        return self.commit_change(chan.name, action, actor, change, restore=restore, since=since)
+        return change
 
     # -- render ---------------------------------------------------------------------
     def render(
