@@ -51,20 +51,24 @@ def classify(returncode: int, output: str) -> tuple[bool, bool]:
     return returncode != 0 or bad_lines or mismatched, mismatched
 
 
+# Every directory an isolated apt needs below its root (tests/aptenv.py uses it too).
+APT_DIRS = (
+    "etc/apt/sources.list.d",
+    "etc/apt/preferences.d",
+    "etc/apt/trusted.gpg.d",
+    "etc/apt/auth.conf.d",
+    "etc/apt/apt.conf.d",
+    "etc/apt/keyrings",
+    "var/lib/apt/lists/partial",
+    "var/cache/apt/archives/partial",
+    "var/log/apt",
+    "var/lib/dpkg",
+)
+
+
 def apt_config(root: Path) -> Path:
     """An ``APT_CONFIG`` file that keeps every apt directory below ``root``."""
-    for sub in (
-        "etc/apt/sources.list.d",
-        "etc/apt/preferences.d",
-        "etc/apt/trusted.gpg.d",
-        "etc/apt/auth.conf.d",
-        "etc/apt/apt.conf.d",
-        "etc/apt/keyrings",
-        "var/lib/apt/lists/partial",
-        "var/cache/apt/archives/partial",
-        "var/log/apt",
-        "var/lib/dpkg",
-    ):
+    for sub in APT_DIRS:
         (root / sub).mkdir(parents=True, exist_ok=True)
     status = root / "var/lib/dpkg/status"
     status.touch()

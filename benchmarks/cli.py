@@ -48,7 +48,7 @@ from benchmarks.drivers import (
     RepreproDriver,
     toml_text,
 )
-from benchmarks.issue17 import render_issue17
+from benchmarks.issue17 import measure_of, render_issue17, wall_of
 
 DEFAULT_SIZES = (1000, 10000, 50000)
 SMOKE_SIZE = 200
@@ -619,16 +619,6 @@ def _cell(m: Measure | None) -> str:
     return fmt_seconds(m.wall) if m and m.runs else "n/a"
 
 
-def _get(b: Bench, size: int, tool: str, op: str) -> Measure | None:
-    m = b.results.get(size, {}).get(tool, {}).get(op)
-    return m if m and m.runs else None
-
-
-def _wall(b: Bench, size: int, tool: str, op: str) -> float | None:
-    m = _get(b, size, tool, op)
-    return m.wall if m else None
-
-
 def render_report(b: Bench, elapsed: float) -> str:
     mach = machine()
     cmd = "python -m benchmarks " + " ".join(sys.argv[1:])
@@ -671,10 +661,12 @@ def render_report(b: Bench, elapsed: float) -> str:
         rows = []
         for op in OPS:
             row = [OP_TITLES[op]]
-            row += [_cell(_get(b, size, t, op)) for t in tools]
+            row += [_cell(measure_of(b, size, t, op)) for t in tools]
             for label, _ in APTSHIP_CONFIGS:
-                mine = _wall(b, size, label, op)
-                row += [fmt_ratio(mine, _wall(b, size, peer, op)) for peer in ("reprepro", "aptly")]
+                mine = wall_of(b, size, label, op)
+                row += [
+                    fmt_ratio(mine, wall_of(b, size, peer, op)) for peer in ("reprepro", "aptly")
+                ]
             rows.append(row)
         header = ["operation (median wall)", *tools]
         for label, _ in APTSHIP_CONFIGS:
@@ -684,7 +676,10 @@ def render_report(b: Bench, elapsed: float) -> str:
         for op in OPS:
             rss_rows.append(
                 [OP_TITLES[op]]
-                + [f"{m.rss_mb:.0f} MB" if (m := _get(b, size, t, op)) else "n/a" for t in tools]
+                + [
+                    f"{m.rss_mb:.0f} MB" if (m := measure_of(b, size, t, op)) else "n/a"
+                    for t in tools
+                ]
             )
         lines += ["Peak RSS:", "", md_table(["operation", *tools], rss_rows), ""]
     lines += ["What each tool runs:", ""]
@@ -838,15 +833,15 @@ def render_targets(b: Bench) -> list[str]:
     big = max(b.args.sizes)
     at = 50000 if 50000 in b.args.sizes else big
     for label, _ in APTSHIP_CONFIGS:
-        add = _wall(b, at, label, "add")
+        add = wall_of(b, at, label, "add")
         target(
             f"{label}: add one .deb at {at:,} <= 0.3 s",
             fmt_seconds(add),
             None if add is None else add <= 0.3,
         )
         for size in [s for s in b.args.sizes if s >= 10000] or [big]:
-            mine = _wall(b, size, label, "add")
-            peers = {p: _wall(b, size, p, "add") for p in ("reprepro", "aptly")}
+            mine = wall_of(b, size, label, "add")
+            peers = {p: wall_of(b, size, p, "add") for p in ("reprepro", "aptly")}
             known = {p: v for p, v in peers.items() if v is not None}
             target(
                 f"{label}: add one faster than reprepro and aptly at {size:,}",
@@ -854,20 +849,20 @@ def render_targets(b: Bench) -> list[str]:
                 + ", ".join(f"{p} {fmt_seconds(v)}" for p, v in peers.items()),
                 None if mine is None or not known else all(mine < v for v in known.values()),
             )
-        prom = _wall(b, at, label, "promote")
+        prom = wall_of(b, at, label, "promote")
         target(
             f"{label}: promote one at {at:,} <= 0.3 s",
             fmt_seconds(prom),
             None if prom is None else prom <= 0.3,
         )
         size10 = 10000 if 10000 in b.args.sizes else big
-        imp, aptly = _wall(b, size10, label, "import"), _wall(b, size10, "aptly", "import")
+        imp, aptly = wall_of(b, size10, label, "import"), wall_of(b, size10, "aptly", "import")
         target(
             f"{label}: import {size10:,} at least as fast as aptly",
             f"{fmt_seconds(imp)} vs aptly {fmt_seconds(aptly)}",
             None if imp is None or aptly is None else imp <= aptly,
         )
-        rss = _get(b, at, label, "add")
+        rss = measure_of(b, at, label, "add")
         target(
             f"{label}: publishing into {at:,} peaks < 300 MB RSS",
             f"{rss.rss_mb:.0f} MB" if rss else "n/a",

@@ -20,13 +20,13 @@ if TYPE_CHECKING:
 CI_TARGET = 0.15  # seconds: p50 client wall of one API upload into 10k
 
 
-def _get(b: Bench, size: int, tool: str, op: str) -> Measure | None:
+def measure_of(b: Bench, size: int, tool: str, op: str) -> Measure | None:
     m = b.results.get(size, {}).get(tool, {}).get(op)
     return m if m and m.runs else None
 
 
-def _wall(b: Bench, size: int, tool: str, op: str) -> float | None:
-    m = _get(b, size, tool, op)
+def wall_of(b: Bench, size: int, tool: str, op: str) -> float | None:
+    m = measure_of(b, size, tool, op)
     return m.wall if m else None
 
 
@@ -55,8 +55,8 @@ def issue17_rows(b: Bench, label: str) -> list[list[str]]:
     """The issue's rows for one aptship configuration: before, now, peers, verdict."""
     rows = []
     for title, size, op, before, peers, goal in ISSUE17:
-        mine = _wall(b, size, label, op)
-        seen = {p: _wall(b, size, p, op) for p in peers}
+        mine = wall_of(b, size, label, op)
+        seen = {p: wall_of(b, size, p, op) for p in peers}
         cells = ", ".join(f"{p} {fmt_seconds(v)} ({fmt_ratio(mine, v)})" for p, v in seen.items())
         ok: bool | None = None
         if isinstance(goal, float):
@@ -87,7 +87,7 @@ def issue17_rows(b: Bench, label: str) -> list[list[str]]:
             _verdict(None if mid is None else mid <= 4),
         ]
     )
-    imp, peer = _get(b, 50000, label, "import"), _get(b, 50000, "aptly", "import")
+    imp, peer = measure_of(b, 50000, label, "import"), measure_of(b, 50000, "aptly", "import")
     ratio = fmt_ratio(imp.rss_mb, peer.rss_mb) if imp and peer else "n/a"
     rows.append(
         [

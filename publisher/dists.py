@@ -373,17 +373,15 @@ class DistWriter:
         new file's parts, or None when the previous file is kept as it was."""
         if full:
             return self._render_full(view.channel, old, new, payloads, path, fmt, texts)
-        parts: list[codecs.Part] = []
-        if not full:
-            prev = old.files[path]
-            if not self._touched(prev, texts):
-                new.files[path] = prev  # no changed bucket has entries in this file
-                return None
-            parts = self._base_parts(view.channel, fmt, prev)
+        prev = old.files[path]
+        if not self._touched(prev, texts):
+            new.files[path] = prev  # no changed bucket has entries in this file
+            return None
+        parts = self._base_parts(view.channel, fmt, prev)
         merged = splice(
             parts, {b: codecs.make_part(fmt, b, t) if t else None for b, t in texts.items()}
         )
-        if not full and merged == parts:
+        if merged == parts:
             new.files[path] = old.files[path]
             return None
         info, data = IndexFile.build(path, fmt, merged)

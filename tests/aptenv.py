@@ -11,6 +11,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks.aptloop import APT_DIRS
+
 
 @dataclass
 class AptResult:
@@ -26,18 +28,7 @@ class AptResult:
 class AptEnv:
     def __init__(self, root: Path) -> None:
         self.root = root
-        for sub in (
-            "etc/apt/sources.list.d",
-            "etc/apt/preferences.d",
-            "etc/apt/trusted.gpg.d",
-            "etc/apt/auth.conf.d",
-            "etc/apt/apt.conf.d",
-            "etc/apt/keyrings",
-            "var/lib/apt/lists/partial",
-            "var/cache/apt/archives/partial",
-            "var/log/apt",
-            "var/lib/dpkg",
-        ):
+        for sub in APT_DIRS:
             (root / sub).mkdir(parents=True, exist_ok=True)
         self.status = root / "var/lib/dpkg/status"
         if not self.status.exists():
@@ -107,6 +98,19 @@ class AptEnv:
 
     def update(self) -> AptResult:
         return self.run("update", "-o", "APT::Update::Error-Mode=any")
+
+    def prefer_compression(self, order: str) -> None:
+        """Make apt try ``order`` (``xz``, ``gz``...) first for every index."""
+        self.config.write_text(
+            self.config.read_text() + f'Acquire::CompressionTypes::Order {{ "{order}"; }};\n'
+        )
+
+    def update_clean(self) -> AptResult:
+        """``apt-get update`` that must succeed without a warning or an error."""
+        result = self.update()
+        assert result.returncode == 0, result.output
+        assert "W:" not in result.output and "E:" not in result.output, result.output
+        return result
 
     def download(self, *specs: str) -> AptResult:
         return self.run("install", "-y", "--download-only", "--no-install-recommends", *specs)

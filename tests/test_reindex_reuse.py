@@ -120,14 +120,10 @@ def test_apt_reads_indexes_mixing_reused_and_new_parts(
     assert 0 < made["xz"] < buckets(repo, INDEXES[1]), made  # reused and new parts
     root = tmp_path / "repo"
     apt = AptEnv(tmp_path / "apt")
-    apt.config.write_text(
-        apt.config.read_text() + f'Acquire::CompressionTypes::Order {{ "{order}"; }};\n'
-    )
+    apt.prefer_compression(order)
     with serve_directory(root) as (url, requests):
         apt.add_source(url, "dev", root / KEYRING_KEY)
-        result = apt.update()
-        assert result.returncode == 0, result.output
-        assert "W:" not in result.output and "E:" not in result.output, result.output
+        apt.update_clean()
         assert any(r.endswith(order) or "/by-hash/SHA256/" in r for r in requests), requests
         assert apt.fetch("pkg5=2.0-1") == deb.read_bytes()
         assert "1.0-1" in apt.policy("pkg7").output
