@@ -163,6 +163,84 @@ _DPKG_EPOCH = re.compile(r"^(?:[1-9][0-9]{0,8}:)?[^:]*$")
 STATS = {"fast": 0, "dpkg": 0}
 
 
+# Fields dpkg parses and may refuse (lib/dpkg/parse.c fieldinfos; f_boolean,
+# f_multiarch, f_dependency...).  A value outside the plain forms below is left to
+# dpkg-deb to judge: a relationship dpkg refuses would also stop apt from reading the
+# whole index ("Problem parsing dependency"), for every host of the channel.
+_BOOLEAN_FIELDS = ("essential", "protected")
+_MULTI_ARCH = ("no", "same", "foreign", "allowed")
+_ALTERNATIVES_FIELDS = ("depends", "pre-depends", "recommends", "suggests")
+_RELATION_FIELDS = (
+    *_ALTERNATIVES_FIELDS,
+    "breaks",
+    "conflicts",
+    "enhances",
+    "replaces",
+    "provides",
+)
+_JUDGED_BY_DPKG = (
+    "status",
+    "config-version",
+    "conffiles",
+    "triggers-pending",
+    "triggers-awaited",
+    "recommended",
+    "optional",
+    "class",
+    "revision",
+    "package-revision",
+    "package_revision",
+)
+_RELATION = re.compile(
+    r"[a-z0-9][a-z0-9+.-]+(?::[a-z0-9][a-z0-9-]*)?"
+    r"(?:\s*\(\s*(?P<op><<|<=|=|>=|>>)\s*(?P<version>[^\s()]+)\s*\))?"
+)
+_MAX_EPOCH = 2**31 - 1  # dpkg: "epoch in version is too big"
+
+
+def _plain_version(version: str) -> bool:
+    try:
+        check_version(version)
+    except InvalidPackage:
+        return False
+    epoch, colon, _ = version.partition(":")
+    return not colon or int(epoch) <= _MAX_EPOCH
+
+
+def _plain_relations(field: str, value: str) -> bool:
+    """Whether ``value`` is a relationship list in the plain form dpkg accepts: items
+    split by commas, alternatives (where allowed) by ``|``, each a package name, an
+    optional architecture qualifier and an optional ``(op version)``."""
+    for item in value.split(","):
+        alternatives = item.split("|")
+        if len(alternatives) > 1 and field not in _ALTERNATIVES_FIELDS:
+            return False
+        for alternative in alternatives:
+            match = _RELATION.fullmatch(alternative.strip())
+            if match is None:
+                return False
+            if field == "provides" and match.group("op") not in (None, "="):
+                return False
+            if match.group("version") is not None and not _plain_version(match.group("version")):
+                return False
+    return True
+
+
+def _plain_fields(control: dict[str, str]) -> bool:
+    """Whether every field dpkg validates holds a value in a form it certainly accepts
+    (names lowercased, as in ``control``)."""
+    for name, value in control.items():
+        if name in _JUDGED_BY_DPKG:
+            return False
+        if name in _BOOLEAN_FIELDS and value not in ("yes", "no"):
+            return False
+        if name == "multi-arch" and value not in _MULTI_ARCH:
+            return False
+        if name in _RELATION_FIELDS and not _plain_relations(name, value):
+            return False
+    return True
+
+
 def _dpkg_prints_as_read(ident: dict[str, str]) -> bool:
     """Whether ``dpkg-deb --field`` prints these (checked) values unchanged: names
     and architectures are lowercase ASCII already; a version keeps its form unless
@@ -215,7 +293,8 @@ def inspect_deb(path: str | os.PathLike[str], limits: LimitsConfig | None = None
     arch = check_architecture(ident["Architecture"])
     mode = limits.dpkg_mode
     if mode == "always" or (
-        mode == "auto" and (read.noncanonical or not _dpkg_prints_as_read(ident))
+        mode == "auto"
+        and (read.noncanonical or not _dpkg_prints_as_read(ident) or not _plain_fields(control))
     ):
         STATS["dpkg"] += 1
         seen = dpkg_identity(p, label)

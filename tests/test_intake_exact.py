@@ -24,7 +24,7 @@ import pytest
 from publisher import debfile
 from publisher.config import LimitsConfig
 from publisher.debfile import inspect_deb
-from publisher.errors import ConfigError, ControlTooLarge, InvalidPackage
+from publisher.errors import ConfigError, ControlRejected, ControlTooLarge, InvalidPackage
 from tests.debs import build_deb
 from tests.security.crafted import HEAD, crafted_deb
 from tests.security.crafted_archives import (
@@ -100,6 +100,26 @@ def files(*members: tuple[str, bytes], fmt: int = tarfile.GNU_FORMAT) -> Case:
     return lambda p: deb(p, files_tar(*members, fmt=fmt))
 
 
+# Control fields dpkg validates, with values outside the plain forms inspect_deb reads
+# in process.  dpkg-deb refuses the first ones; apt, had they been published, stops
+# reading the whole index ("Problem parsing dependency") on every host.
+REFUSED_BY_DPKG = {
+    "unterminated relation version": b"Depends: foo (>= 1.0\n",
+    "empty relation version": b"Depends: foo (>> )\n",
+    "relation version with an empty revision": b"Depends: foo (>= 1.0-)\n",
+    "relation epoch too big": b"Depends: foo (>= 99999999999:1.0)\n",
+    "alternatives in Conflicts": b"Conflicts: foo | bar\n",
+    "Essential: maybe": b"Essential: maybe\n",
+    "Multi-Arch: sometimes": b"Multi-Arch: sometimes\n",
+}
+NOT_PLAIN = {
+    **REFUSED_BY_DPKG,
+    "obsolete relation operator": b"Depends: foo (> 1.0)\n",
+    "Provides with >=": b"Provides: foo (>= 1.0)\n",
+    "Conffiles in a binary control file": b"Conffiles:\n /etc/x 0123\n",
+}
+
+
 CASES: dict[str, tuple[Case, str]] = {
     # canonical archives, control text dpkg reads as aptship does: in process
     "crafted gz": (text(HEAD), FAST),
@@ -136,6 +156,17 @@ CASES: dict[str, tuple[Case, str]] = {
     # canonical archive, but dpkg prints the version otherwise: dpkg-deb decides
     "epoch 0": (text(HEAD.replace(b"1.0-1", b"0:1.0-1")), DPKG),
     "epoch with a leading zero": (text(HEAD.replace(b"1.0-1", b"01:1.0-1")), DPKG),
+    # fields dpkg validates, in plain forms: in process
+    "plain relationships and flags": (
+        text(
+            HEAD + b"Depends: libc6 (>= 2.34), python3:any (>= 3.11~) | python3-minimal,\n"
+            b" foo (= 1:2.0-1), bar (<<2)\nProvides: baz (= 1.0)\nConflicts: qux\n"
+            b"Essential: no\nMulti-Arch: foreign\n"
+        ),
+        FAST,
+    ),
+    # a value dpkg may refuse (and apt then could not read the whole index): dpkg-deb
+    **{name: (text(HEAD + body), DPKG) for name, body in NOT_PLAIN.items()},
     # archives dpkg-deb would not build: dpkg-deb decides
     "two control members": (files(("./control", A), ("./control", B)), DPKG),
     "two control members, reversed": (files(("./control", B), ("./control", A)), DPKG),
@@ -309,3 +340,13 @@ def test_every_control_codec_stops_at_the_limit(compression: str, tmp_path: Path
     assert inspect_deb(path, LimitsConfig(max_control_bytes=10240)).package == "hello"
     with pytest.raises(ControlTooLarge, match=r"limits\.max_control_bytes"):
         inspect_deb(path, LimitsConfig(max_control_bytes=1000))
+
+
+@pytest.mark.parametrize("case", list(REFUSED_BY_DPKG))
+def test_fields_dpkg_refuses_are_refused(
+    case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = text(HEAD + REFUSED_BY_DPKG[case])(tmp_path / "case.deb")
+    assert dpkg_field(path) is None  # dpkg-deb refuses it
+    took, got = read(path, "auto", monkeypatch)
+    assert took == DPKG and isinstance(got, ControlRejected), (took, got)
