@@ -135,6 +135,13 @@ def test_retries_after_500s_and_a_restart_mid_queue(
         with start_server(env.config_path, tmp_path / "first") as server:
             assert upload(server, env, debs("svc", "1.0-1")).status_code == 201
             rcv.wait_requests(1)  # answered 500: the delivery is retrying
+            # the worker records the failed attempt after the answer: wait for it before
+            # stopping the server, or the stop can come first and leave it leased
+            wait_rows(
+                env,
+                lambda r: any(x["status"] == "retrying" for x in r),
+                "the first delivery recorded as retrying",
+            )
         # the server is down: an operation from the CLI only queues
         done = aptship(
             "--config", str(env.config_path), "publish", "-c", "dev", str(debs("svc", "1.1-1"))
