@@ -18,6 +18,7 @@ archive is read exactly as dpkg-deb reads it.  Every failure is an
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import lzma
 import os
@@ -198,6 +199,7 @@ _RELATION = re.compile(
 _MAX_EPOCH = 2**31 - 1  # dpkg: "epoch in version is too big"
 
 
+@functools.lru_cache(maxsize=4096)  # relationships repeat a few versions (libc6 (>= 2.36))
 def _plain_version(version: str) -> bool:
     try:
         check_version(version)
