@@ -59,8 +59,8 @@ CI_UPLOADS = 20  # .debs uploaded one at a time through the server, per way, per
 SMOKE_CI_UPLOADS = 3
 BIG_FILE = 50 * 1024 * 1024
 APTSHIP_CONFIGS = (
-    ("aptship", None),  # default index formats: plain, gz, xz
-    ("aptship gz+xz", ("gz", "xz")),
+    ("aptship", None),  # default index formats: gz, xz (the plain Packages only listed)
+    ("aptship +plain", ("plain", "gz", "xz")),
 )
 REPREPRO_NOTE = (
     "Debian 12's reprepro keeps only one version per package (no `Limit:` support): "
@@ -690,9 +690,10 @@ def render_report(b: Bench, elapsed: float) -> str:
     ]
     lines += [md_table(["operation", "aptship (both configs)", "reprepro", "aptly"], cmd_rows), ""]
     lines += [
-        "Configurations: `aptship` writes Packages, Packages.gz and Packages.xz (default "
-        '`index_formats`); `aptship gz+xz` sets `index_formats = ["gz", "xz"]` (what '
-        "Debian's archive serves). reprepro writes Packages, .gz and .xz "
+        "Configurations: `aptship` writes Packages.gz and Packages.xz and lists the "
+        "uncompressed Packages in Release (default `index_formats`, what Debian's archive "
+        'serves); `aptship +plain` sets `index_formats = ["plain", "gz", "xz"]` and also '
+        "writes the uncompressed file. reprepro writes Packages, .gz and .xz "
         "(`DebIndices: Packages Release . .gz .xz`). aptly 1.5 writes Packages and .gz "
         "(bz2 and Contents switched off: aptship writes neither).",
         "",

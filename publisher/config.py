@@ -22,6 +22,12 @@ from publisher.errors import ConfigError
 CONFIG_ENV = "APTSHIP_CONFIG"
 DEFAULT_ARCHITECTURES = ("amd64", "arm64")
 INDEX_FORMATS = ("plain", "gz", "xz")
+# What Debian's archive serves: apt fetches a compressed index whenever Release lists
+# one, so the uncompressed Packages is only listed (docs/config.md, index_formats).
+DEFAULT_INDEX_FORMATS = ("gz", "xz")
+# Hash fields Release may list (docs/config.md, release_hashes).  apt checks with the
+# strongest listed, so SHA256 is required; MD5Sum is for older mirroring tools.
+RELEASE_HASH_FIELDS = ("MD5Sum", "SHA256")
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9.+-]*$")
 _ARCH_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
@@ -258,7 +264,8 @@ class Config:
     path: Path
     origin: str = "aptship"
     label: str = "aptship"
-    index_formats: tuple[str, ...] = INDEX_FORMATS
+    index_formats: tuple[str, ...] = DEFAULT_INDEX_FORMATS
+    release_hashes: tuple[str, ...] = ("SHA256",)
     engine: str = "native"
     aptly: AptlyConfig | None = None
     storage: StorageConfig = field(default_factory=StorageConfig)
@@ -683,7 +690,12 @@ def parse_config(data: dict[str, Any], cfg_path: Path) -> Config:
     repo = _Section(top.get("repository", dict, {}), "repository", cfg_path)
     origin = repo.get("origin", str, "aptship")
     label = repo.get("label", str, origin)
-    formats = repo.strings("index_formats", INDEX_FORMATS)
+    formats = repo.strings("index_formats", DEFAULT_INDEX_FORMATS)
+    hashes = repo.strings("release_hashes", ("SHA256",))
+    if "SHA256" not in hashes or any(h not in RELEASE_HASH_FIELDS for h in hashes):
+        raise repo.fail(
+            "release_hashes", f"must list SHA256 and only fields of {list(RELEASE_HASH_FIELDS)}"
+        )
     engine = repo.get("engine", str, "native")
     distributions = repo.strings("distributions", ())
     for codename in distributions:
@@ -742,6 +754,7 @@ def parse_config(data: dict[str, Any], cfg_path: Path) -> Config:
         origin=origin,
         label=label,
         index_formats=tuple(f for f in INDEX_FORMATS if f in formats),
+        release_hashes=tuple(h for h in RELEASE_HASH_FIELDS if h in hashes),
         engine=engine,
         aptly=aptly,
         storage=storage,

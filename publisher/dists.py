@@ -156,6 +156,7 @@ class DistWriter:
         self.states = states if states is not None else StateStore(storage)
         self._recompress = False  # see recompressing()
         self._intact: set[str] = set()  # by-hash keys a full render found intact
+        self._md5 = "MD5Sum" in config.release_hashes  # Release lists MD5Sum too
 
     # -- public ------------------------------------------------------------------
     def publish(
@@ -193,7 +194,8 @@ class DistWriter:
                 self._ensure_written(channel, record)
                 return record.generation
             try:
-                full = force or not record.files
+                # a record made without MD5 digests, now that Release lists MD5Sum
+                full = force or not record.files or self._lacks_md5(record)
                 new, payloads = self._render(channel, head, record, full=full, since=since)
             except PreconditionFailed:
                 continue  # another renderer (or gc's fence) swapped the record first
@@ -241,6 +243,9 @@ class DistWriter:
             content_type="application/json",
         )
         return new, payloads
+
+    def _lacks_md5(self, record: Record) -> bool:
+        return self._md5 and any(not f.md5 for f in record.files.values())
 
     def _keyring(self, new: Record, old: Record, *, reuse: bool) -> None:
         """Set ``new.keyring``, publishing the public key first when it changed.
@@ -384,7 +389,7 @@ class DistWriter:
         if merged == parts:
             new.files[path] = old.files[path]
             return None
-        info, data = IndexFile.build(path, fmt, merged)
+        info, data = IndexFile.build(path, fmt, merged, md5=self._md5)
         new.files[path] = info
         payloads[path] = data
         return merged
@@ -428,7 +433,7 @@ class DistWriter:
                 todo[bucket] = text
         kept.update(codecs.make_parts(fmt, todo))
         merged = [kept[b] for b in sorted(kept)]
-        info, data = IndexFile.build(path, fmt, merged)
+        info, data = IndexFile.build(path, fmt, merged, md5=self._md5)
         new.files[path] = info
         payloads[path] = data
         return merged
@@ -507,12 +512,16 @@ class DistWriter:
             return texts[part[0]] if part[0] in texts else codecs.part_text(fmt, part)
 
         if sum(len(p[1]) for p in parts) < PARALLEL_HASH_MIN:
-            plain = [text(p) for p in parts]
-        else:  # zlib releases the GIL: two threads decompress at once
-            with ThreadPoolExecutor(max_workers=2) as pool:
-                plain = list(pool.map(text, parts))
-        listed = [(p[0], t) for p, t in zip(parts, plain, strict=True)]
-        new.files[path] = IndexFile.listed(path, listed)
+            new.files[path] = IndexFile.listed(
+                path, [(p[0], text(p)) for p in parts], md5=self._md5
+            )
+            return
+        # zlib releases the GIL: two threads decompress while the texts are hashed
+        # in order as they come (the hash runs beside them)
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            plain = pool.map(text, parts)
+            listed = ((p[0], t) for p, t in zip(parts, plain, strict=True))
+            new.files[path] = IndexFile.listed(path, listed, md5=self._md5)
 
     def _base_parts(self, channel: str, fmt: str, info: IndexFile) -> list[codecs.Part]:
         """The previous index file split into its bucket parts."""
@@ -528,6 +537,7 @@ class DistWriter:
             architectures=chan.architectures,
             date=release_date(),
             files=rec.files.values(),
+            hashes=self.config.release_hashes,
         )
         sigs = self.signer.sign_release(release)
         rec.release = release.decode()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,38 +17,46 @@ from publisher.state import Entry
 from publisher.versions import version_key
 
 SUFFIX = {"plain": "", "gz": ".gz", "xz": ".xz"}
-# What Release lists, as Debian's archive does: MD5Sum and SHA256.  apt checks and
-# fetches by-hash with the strongest hash listed, so by-hash holds SHA256 copies only
-# (docs/s3.md, "Request budget").  Records of older versions may name SHA512
-# digests; they are ignored, and their SHA512 copies left to gc.
-RELEASE_HASHES = (("MD5Sum", "md5"), ("SHA256", "sha256"))
+# Hash fields Release can list (repository.release_hashes, docs/config.md) and the
+# IndexFile attribute of each.  apt checks and fetches by-hash with the strongest hash
+# listed, so by-hash holds SHA256 copies only (docs/s3.md, "Request budget").  Records
+# of older versions may name SHA512 digests; they are ignored, and their SHA512 copies
+# left to gc.
+RELEASE_HASHES = {"MD5Sum": "md5", "SHA256": "sha256"}
 
 
 PARALLEL_HASH_MIN = 1 << 20  # below this, starting a thread costs more than it saves
 
 
-def digests(chunks: Sequence[bytes | memoryview]) -> tuple[str, str]:
+def digests(chunks: Iterable[bytes | memoryview], *, md5: bool) -> tuple[str, str]:
     """(md5, sha256) hex digests of the concatenation of ``chunks``, each byte read
-    once per digest.  Large inputs are hashed by both digests at once (hashlib
-    releases the GIL), so the pair costs about the slower one."""
-    md5 = hashlib.md5(usedforsecurity=False)
+    once per digest; md5 is "" unless asked for.  SHA256 alone consumes ``chunks`` as
+    they come (they may still be produced by other threads).  Large inputs are hashed
+    by both digests at once (hashlib releases the GIL), so the pair costs about the
+    slower one."""
     sha256 = hashlib.sha256()
+    if not md5:
+        for chunk in chunks:
+            sha256.update(chunk)
+        return "", sha256.hexdigest()
+    chunks = list(chunks)
 
     def feed(h: Any) -> None:
         for chunk in chunks:
             h.update(chunk)
 
+    md5sum = hashlib.md5(usedforsecurity=False)
     if sum(len(c) for c in chunks) < PARALLEL_HASH_MIN:
-        feed(md5)
+        feed(md5sum)
         feed(sha256)
     else:
         worker = threading.Thread(target=feed, args=(sha256,), name="aptship-sha256")
         worker.start()
         try:
-            feed(md5)
+            feed(md5sum)
         finally:
             worker.join()
-    return md5.hexdigest(), sha256.hexdigest()
+    return md5sum.hexdigest(), sha256.hexdigest()
 
 
 def decompress(name: str, data: bytes) -> bytes:
@@ -88,7 +96,7 @@ class IndexFile:
 
     path: str  # relative to dists/<channel>/
     size: int
-    md5: str
+    md5: str  # "" when Release does not list MD5Sum
     sha256: str
     layout: codecs.Layout
     # False: listed in Release only (the uncompressed Packages when ``plain`` is not
@@ -96,19 +104,31 @@ class IndexFile:
     stored: bool = True
 
     @classmethod
-    def build(cls, path: str, fmt: str, parts: list[codecs.Part]) -> tuple[IndexFile, bytes]:
+    def build(
+        cls, path: str, fmt: str, parts: list[codecs.Part], *, md5: bool
+    ) -> tuple[IndexFile, bytes]:
         data = codecs.join(fmt, parts)
-        md5, sha256 = digests([data])
-        return cls(path, len(data), md5, sha256, codecs.layout(parts)), data
+        md5sum, sha256 = digests([data], md5=md5)
+        return cls(path, len(data), md5sum, sha256, codecs.layout(parts)), data
 
     @classmethod
-    def listed(cls, path: str, texts: Sequence[tuple[str, bytes | memoryview]]) -> IndexFile:
+    def listed(
+        cls, path: str, texts: Iterable[tuple[str, bytes | memoryview]], *, md5: bool
+    ) -> IndexFile:
         """A file that is only listed in Release: its digests over ``texts`` (bucket,
-        text) in order, each byte hashed once and the whole never joined."""
-        md5, sha256 = digests([text for _, text in texts])
-        size = sum(len(text) for _, text in texts)
-        lay: codecs.Layout = [[bucket, len(text)] for bucket, text in texts]
-        return cls(path, size, md5, sha256, lay, stored=False)
+        text) in order, each byte hashed once, the whole never joined, and each text
+        hashed as soon as it comes."""
+        lay: codecs.Layout = []
+        sizes: list[int] = []
+
+        def chunks() -> Iterator[bytes | memoryview]:
+            for bucket, text in texts:
+                lay.append([bucket, len(text)])
+                sizes.append(len(text))
+                yield text
+
+        md5sum, sha256 = digests(chunks(), md5=md5)
+        return cls(path, sum(sizes), md5sum, sha256, lay, stored=False)
 
     def by_hash(self) -> list[str]:
         """Paths (below dists/<channel>/) of this file's by-hash copies."""
@@ -117,7 +137,7 @@ class IndexFile:
     def to_json(self) -> dict[str, object]:
         return {
             "size": self.size,
-            "md5": self.md5,
+            **({"md5": self.md5} if self.md5 else {}),
             "sha256": self.sha256,
             "layout": self.layout,
             **({} if self.stored else {"stored": False}),
@@ -131,7 +151,7 @@ class IndexFile:
         return cls(
             path=path,
             size=int(str(data["size"])),
-            md5=str(data["md5"]),
+            md5=str(data.get("md5", "")),
             sha256=str(data["sha256"]),
             layout=lay,
             stored=data.get("stored", True) is not False,
@@ -177,6 +197,7 @@ def render_release(
     architectures: Iterable[str],
     date: str,
     files: Iterable[IndexFile],
+    hashes: Sequence[str] = ("SHA256",),
 ) -> bytes:
     """The Release text, byte for byte what python-debian's ``deb822.Release`` dumps
     (apt-ftparchive layout: sizes right-aligned in 16 columns).  A value with a line
@@ -194,21 +215,25 @@ def render_release(
     ]
     ordered = sorted(files, key=lambda f: f.path)
     if any("\n" in value for _, value in fields) or any("\n" in f.path for f in ordered):
-        return _render_release_deb822(fields, ordered)
+        return _render_release_deb822(fields, ordered, hashes)
     out = [f"{name}: {value}\n" if value else f"{name}:\n" for name, value in fields]
-    for field_name, attr in RELEASE_HASHES:
+    for field_name in hashes:
+        attr = RELEASE_HASHES[field_name]
         out.append(f"{field_name}:\n")
         out += [f" {getattr(f, attr)} {f.size:>16} {f.path}\n" for f in ordered]
     return "".join(out).encode("utf-8")
 
 
-def _render_release_deb822(fields: list[tuple[str, str]], ordered: list[IndexFile]) -> bytes:
+def _render_release_deb822(
+    fields: list[tuple[str, str]], ordered: list[IndexFile], hashes: Sequence[str]
+) -> bytes:
     from debian.deb822 import Release
 
     rel: Any = Release()
     for name, value in fields:
         rel[name] = value
-    for field_name, attr in RELEASE_HASHES:
+    for field_name in hashes:
+        attr = RELEASE_HASHES[field_name]
         rel[field_name] = [
             {
                 attr if attr != "md5" else "md5sum": getattr(f, attr),

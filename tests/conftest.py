@@ -102,6 +102,16 @@ def debs(tmp_path: Path) -> Callable[..., Path]:
     return factory
 
 
+def packages_text(storage: Storage, channel: str = "dev", arch: str = "amd64") -> str:
+    """A channel's Packages for ``arch`` as apt reads it: decompressed from Packages.xz,
+    which every default configuration stores (the uncompressed one is only listed)."""
+    import lzma
+
+    return lzma.decompress(
+        storage.read_bytes(f"dists/{channel}/main/binary-{arch}/Packages.xz")
+    ).decode()
+
+
 def snapshot(root: Path) -> dict[str, bytes]:
     """Every file below ``root`` with its bytes: compare before/after to prove no change."""
     return {

@@ -10,7 +10,7 @@ import pytest
 
 from publisher.repo import Repository
 from tests.clirun import run_main
-from tests.conftest import CHANNELS, snapshot
+from tests.conftest import CHANNELS, packages_text, snapshot
 from tests.debs import craft_deb
 from tests.tomlfile import write_toml
 
@@ -145,7 +145,7 @@ def test_repository_fields_in_control_are_not_trusted(repo: Repository, tmp_path
         control() + "Filename: ../../etc/passwd\nSHA256: 00\nSize: 1\n",
     )
     repo.publish("dev", [deb])
-    packages = repo.storage.read_bytes("dists/dev/main/binary-amd64/Packages").decode()
+    packages = packages_text(repo.storage)
     assert "../../etc/passwd" not in packages
     assert "Filename: pool/main/a/app/app_1.0_amd64.deb" in packages
     assert "SHA256: 00\n" not in packages

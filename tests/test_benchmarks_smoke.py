@@ -37,12 +37,12 @@ def test_benchmark_smoke(tmp_path: Path) -> None:
     assert proc.returncode == 0, output[-6000:]
     report = (work / "SMOKE.md").read_text()
     assert "FAILED" not in report, report
-    for label in ("aptship:", "aptship gz+xz:"):
+    for label in ("aptship:", "aptship +plain:"):
         line = next((ln for ln in report.splitlines() if ln.startswith(f"- {label}")), "")
         assert "aptship verify OK" in line, report
         assert line.count("apt-get update OK") == 2, report
     assert "S3 (moto) N=200: aptship verify --fast OK" in report, report
-    for label in ("aptship", "aptship gz+xz"):
+    for label in ("aptship", "aptship +plain"):
         # a real apt-get update looped against the S3 repository while it was published
         loop = f"- S3 (moto) N=200 ({label}), apt-get loop: "
         line = next((ln for ln in report.splitlines() if ln.startswith(loop)), "")

@@ -14,12 +14,12 @@ from publisher.gc import collect
 from publisher.repo import KEYRING_KEY, Repository
 from publisher.verify import verify
 from tests.aptenv import AptEnv
-from tests.conftest import snapshot
+from tests.conftest import RepoFactory, packages_text, snapshot
 from tests.httpserve import serve_directory
 
 
 def stanza(repo: Repository, channel: str, package: str, version: str) -> dict[str, str]:
-    text = repo.storage.read_bytes(f"dists/{channel}/main/binary-amd64/Packages").decode()
+    text = packages_text(repo.storage, channel)
     for block in text.split("\n\n"):
         fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
         if fields.get("Package") == package and fields.get("Version") == version:
@@ -214,11 +214,12 @@ def test_pins_file_format(repo: Repository, debs: Callable[..., Path]) -> None:
 
 
 def test_verify_clean_then_reports_each_problem(
-    repo: Repository,
+    make_repo: RepoFactory,
     debs: Callable[..., Path],
     tmp_path: Path,
     gpg_key: tuple[Path, str],
 ) -> None:
+    repo = make_repo(index_formats=["plain", "gz", "xz"])  # a plain index to tamper with
     repo.publish("dev", [debs("app", "1.0"), debs("app", "2.0"), debs("lib", "1.0")])
     repo.publish("dev", [debs("intact", "1.0")])
     repo.promote("intact", "1.0", "dev", "staging")
@@ -229,6 +230,9 @@ def test_verify_clean_then_reports_each_problem(
     corrupt = root / entries[("lib", "1.0")]
     corrupt.write_bytes(corrupt.read_bytes()[:-1] + b"X")
     index = root / "dists/dev/main/binary-amd64/Packages"
+    data = index.read_bytes()
+    index.unlink()  # a hard link to its by-hash copy (LocalStorage.copy): own inode
+    index.write_bytes(data)
     index.write_text(index.read_text().replace("Priority: optional", "Priority: required", 1))
     problems = verify(repo)
     text = "\n".join(problems)

@@ -28,7 +28,7 @@ from publisher.errors import (
 from publisher.lifecycle import LifecycleOps
 from publisher.repo import Repository
 from publisher.verify import verify
-from tests.conftest import RepoFactory, config_dict, snapshot
+from tests.conftest import RepoFactory, config_dict, packages_text, snapshot
 
 DebFactory = Callable[..., Path]
 DISTS = ["bookworm", "trixie"]
@@ -148,8 +148,7 @@ def test_publish_routes_each_deb_to_its_distribution(drepo: Repository, debs: De
     assert out[1]["filename"].startswith("pool/trixie/main/")
     assert pins_of(drepo, "bookworm-dev") == {"svc": "1.0-1+deb12"}
     assert pins_of(drepo, "trixie-dev") == {"svc": "1.0-1+deb13"}
-    root = Path(str(drepo.config.storage.path))
-    packages = (root / "dists/trixie-dev/main/binary-amd64/Packages").read_text()
+    packages = packages_text(drepo.storage, "trixie-dev")
     assert "1.0-1+deb13" in packages and "deb12" not in packages
 
 

@@ -14,7 +14,7 @@ from publisher.repo import Repository
 from publisher.verify import verify
 from tests.aptenv import set_up_host
 from tests.aptlyserver import AptlyServer, aptly_server  # noqa: F401 - fixture
-from tests.conftest import config_dict, snapshot, tokens_of
+from tests.conftest import config_dict, packages_text, snapshot, tokens_of
 from tests.server.live import start_server
 from tests.tomlfile import toml_dumps
 
@@ -65,7 +65,7 @@ def engine_versions(repo: Repository, channel: str, package: str) -> list[str]:
             engine.repo_name(channel), query=f"Name (= {package})", detailed=True
         )
         return sorted(p.fields["Version"] for p in found)
-    text = repo.serving.read_bytes(f"dists/{channel}/main/binary-amd64/Packages").decode()
+    text = packages_text(repo.serving, channel)
     return sorted(
         line.split(": ", 1)[1]
         for block in text.split("\n\n")

@@ -1,6 +1,7 @@
-"""Release lists MD5Sum and SHA256, by-hash holds SHA256 copies of stored files only,
-and without ``plain`` in index_formats the uncompressed Packages is listed, never
-written (docs/s3.md, "Request budget").  A real apt-get accepts the result."""
+"""Release lists SHA256 (and MD5Sum when release_hashes asks for it), by-hash holds
+SHA256 copies of stored files only, and without ``plain`` in index_formats (the
+default) the uncompressed Packages is listed, never written (docs/s3.md, "Request
+budget").  A real apt-get accepts the result."""
 
 from __future__ import annotations
 
@@ -28,19 +29,24 @@ def release_entries(release: str, field: str) -> dict[str, tuple[str, int]]:
     return {i["name"]: (i[field], int(i["size"])) for i in Release(release).get(field, [])}
 
 
-def check_listed_plain(repo: Repository, root: Path) -> None:
-    """Each arch's listed Packages digests equal the text inside Packages.gz and .xz."""
+def check_listed_plain(repo: Repository, root: Path, *, md5sum: bool = False) -> None:
+    """Each arch's listed Packages digests equal the text inside Packages.gz and .xz;
+    Release lists MD5Sum only when ``md5sum``."""
     release = (root / "dists/dev/Release").read_text()
     assert "SHA512" not in release
+    assert ("\nMD5Sum:\n" in release) is md5sum
     sha256 = release_entries(release, "sha256")
     md5 = release_entries(release, "md5sum")
+    if md5sum:
+        assert set(md5) == set(sha256)
     for arch in ("amd64", "arm64"):
         base = root / f"dists/dev/main/binary-{arch}"
         text = gzip.decompress((base / "Packages.gz").read_bytes())
         assert lzma.decompress((base / "Packages.xz").read_bytes()) == text
         name = f"main/binary-{arch}/Packages"
         assert sha256[name] == (hashlib.sha256(text).hexdigest(), len(text))
-        assert md5[name] == (hashlib.md5(text, usedforsecurity=False).hexdigest(), len(text))
+        if md5sum:
+            assert md5[name] == (hashlib.md5(text, usedforsecurity=False).hexdigest(), len(text))
         assert not (base / "Packages").exists()
         assert not (base / "by-hash/SHA512").exists()
         stored = {p.name for p in (base / "by-hash/SHA256").iterdir()}
@@ -71,6 +77,44 @@ def test_listed_plain_follows_every_change(
     repo.reindex(["dev"])  # a full render lists the same digests
     assert release_entries((root / "dists/dev/Release").read_text(), "sha256") == incremental
     assert verify(repo) == []
+
+
+def test_md5sum_is_listed_on_request_and_after_a_switch(
+    make_repo: RepoFactory, debs: Callable[..., Path], tmp_path: Path
+) -> None:
+    """release_hashes = ["MD5Sum", "SHA256"] lists both; a channel rendered without MD5
+    digests gets them all with the next publish (a full render), not just the changed
+    files'."""
+    root = tmp_path / "repo"
+    repo = make_repo(index_formats=["gz", "xz"])
+    repo.publish("dev", [debs(f"pkg{i}", "1.0-1") for i in range(6)])
+    repo.publish("dev", [debs("armpkg", "1.0-1", "arm64")])
+    check_listed_plain(repo, root)
+    assert all(not f.md5 for f in read_record(repo.storage, "dev").files.values())
+    repo = make_repo(index_formats=["gz", "xz"], release_hashes=["SHA256", "MD5Sum"])
+    repo.publish("dev", [debs("pkg1", "2.0-1")])  # changes amd64 only
+    check_listed_plain(repo, root, md5sum=True)
+    repo.publish("dev", [debs("pkg2", "2.0-1")])  # incremental again
+    check_listed_plain(repo, root, md5sum=True)
+    release = (root / "dists/dev/Release").read_text()
+    for name, (digest, size) in release_entries(release, "md5sum").items():
+        path = root / "dists/dev" / name
+        if path.exists():
+            data = path.read_bytes()
+            assert (hashlib.md5(data, usedforsecurity=False).hexdigest(), len(data)) == (
+                digest,
+                size,
+            ), name
+
+
+@pytest.mark.parametrize("bad", [["MD5Sum"], ["SHA256", "SHA1"], []])
+def test_release_hashes_must_name_sha256_and_known_fields(
+    make_repo: RepoFactory, bad: list[str]
+) -> None:
+    from publisher.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="release_hashes"):
+        make_repo(release_hashes=bad)
 
 
 def test_repair_reads_a_stored_format(

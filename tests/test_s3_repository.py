@@ -6,7 +6,6 @@ bucket through the loopback proxy in :mod:`tests.s3proxy`.
 
 from __future__ import annotations
 
-import lzma
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from publisher.repo import KEYRING_KEY, Repository
 from publisher.storage.s3 import S3Storage
 from publisher.verify import verify
 from tests.aptenv import AptEnv
+from tests.conftest import packages_text
 from tests.debs import build_deb
 from tests.s3proxy import serve_storage_logged, storage_key
 from tests.s3server import PUBLISH_REQUEST_BUDGET, REGION
@@ -45,11 +45,6 @@ def second_view(storage: S3Storage, endpoint: str, prefix: str | None = None) ->
 def listing(storage: S3Storage) -> dict[str, str]:
     """Every object key with its ETag: equal listings mean nothing was written."""
     return {o.key: o.etag for o in storage.list("")}
-
-
-def packages_index(storage: S3Storage, channel: str = "dev", arch: str = "amd64") -> str:
-    data = storage.read_bytes(f"dists/{channel}/main/binary-{arch}/Packages.xz")
-    return lzma.decompress(data).decode()
 
 
 def test_proxy_serves_only_what_apt_may_read() -> None:
@@ -136,7 +131,7 @@ def test_immutability_on_s3(
     assert listing(s3_storage) == before
     stored = s3_storage.read_bytes("pool/main/a/app/app_1.0-1_amd64.deb")
     assert stored == original.read_bytes()
-    assert "Package: fresh" not in packages_index(s3_storage)
+    assert "Package: fresh" not in packages_text(s3_storage)
     assert verify(repo) == []
 
 
@@ -151,8 +146,8 @@ def test_verify_and_reindex_on_s3(
     assert verify(repo) == []
     generation = repo.generation("dev")
 
-    # Damage what apt reads: a plain index, a by-hash file, and InRelease.
-    s3_storage.write_bytes("dists/dev/main/binary-amd64/Packages", b"Package: junk\n")
+    # Damage what apt reads: an index at its path, and InRelease.
+    s3_storage.write_bytes("dists/dev/main/binary-amd64/Packages.xz", b"Package: junk\n")
     s3_storage.delete("dists/dev/InRelease")
     problems = verify(repo)
     assert problems, "verify must notice a missing InRelease"
@@ -161,15 +156,15 @@ def test_verify_and_reindex_on_s3(
     assert done == {"dev": generation}
     assert verify(repo) == []
 
-    s3_storage.write_bytes("dists/dev/main/binary-amd64/Packages", b"Package: junk\n")
+    s3_storage.write_bytes("dists/dev/main/binary-amd64/Packages.xz", b"Package: junk\n")
     problems = verify(repo)
-    assert any("binary-amd64/Packages" in p for p in problems), problems
+    assert any("binary-amd64/Packages.xz" in p for p in problems), problems
     repo.reindex()
     assert verify(repo) == []
-    index = packages_index(s3_storage)
+    index = packages_text(s3_storage)
     assert index.count("Package: app\n") == 2
     assert "Package: lib\n" in index
-    assert "Package: lib\n" in packages_index(s3_storage, arch="arm64")
+    assert "Package: lib\n" in packages_text(s3_storage, arch="arm64")
 
 
 def measure_one_publish(
@@ -188,7 +183,7 @@ def measure_one_publish(
         result = fresh.publish("dev", [deb])
         counts.append(storage.request_count - start)
         assert result[0]["status"] == "added"
-    index = packages_index(storage)
+    index = packages_text(storage)
     assert index.count("Package: pkg") == existing
     assert index.count("Package: app\n") == 2
     return counts[0], counts[1]

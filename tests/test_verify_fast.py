@@ -25,8 +25,9 @@ def flip_last_byte(path: Path) -> None:
 
 
 def test_fast_checks_by_hash_copies_and_sizes(
-    repo: Repository, debs: Callable[..., Path], tmp_path: Path
+    make_repo: RepoFactory, debs: Callable[..., Path], tmp_path: Path
 ) -> None:
+    repo = make_repo(index_formats=["plain", "gz", "xz"])  # a plain path to check
     repo.publish("dev", [debs("app", "1.0-1")])
     root = tmp_path / "repo"
     assert verify(repo, fast=True) == [] and verify(repo) == []
