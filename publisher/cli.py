@@ -29,17 +29,36 @@ from publisher.cli_common import (
 )
 from publisher.errors import AptshipError, InvalidPackage, UsageError
 
-# Modules whose ``COMMANDS`` are registered on the group: adding a command module
-# is one line here.
-COMMAND_MODULES = (
-    "publisher.cli_build",
-    "publisher.cli_migrate",
-    "publisher.cli_server",
-    "publisher.cli_webhooks",
-)
+# Commands defined in other modules (each module's ``COMMANDS``), by name: a module
+# is imported only when one of its commands runs or help lists every command, so a
+# publish does not pay for the server's and the builder's imports.
+# tests/test_cli.py checks this map against the modules.
+COMMAND_MODULES = {
+    "debianize": "publisher.cli_build",
+    "build": "publisher.cli_build",
+    "migrate": "publisher.cli_migrate",
+    "token": "publisher.cli_server",
+    "serve": "publisher.cli_server",
+    "webhooks": "publisher.cli_webhooks",
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A group whose COMMAND_MODULES commands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *COMMAND_MODULES})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMAND_MODULES:
+            import importlib
+
+            for command in importlib.import_module(COMMAND_MODULES[cmd_name]).COMMANDS:
+                self.add_command(command)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config",
     "config_path",
@@ -490,18 +509,13 @@ def key_export(ctx: Context, output: Path | None, as_json: bool) -> None:
         click.echo(public.decode("ascii"), nl=False)
 
 
-def _register_command_modules() -> None:
-    import importlib
-
-    for name in COMMAND_MODULES:
-        for command in importlib.import_module(name).COMMANDS:
-            cli.add_command(command)
+def _register_hosts() -> None:
     from publisher.cli_hosts import register  # `hosts`, and --wait on promote/rollback
 
     register(cli)
 
 
-_register_command_modules()
+_register_hosts()
 
 
 def fail(err: AptshipError) -> NoReturn:

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 
 from debian.debian_support import Version
 
-from publisher import pep440
 from publisher.errors import ConfigError, UsageError, WrongDistribution
 
 if TYPE_CHECKING:
@@ -99,6 +98,8 @@ def release_key(release: str) -> str:
     """A release as given by a user (PEP 440 ``1.4.2``, or a Debian upstream) -> the
     Debian upstream version it maps to."""
     try:
+        from publisher import pep440  # packaging: only for Python release names
+
         upstream = pep440.debian_upstream_version(release)
     except UsageError:  # not PEP 440: take it as a Debian upstream version
         return release

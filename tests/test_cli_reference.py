@@ -19,8 +19,15 @@ OPTION_RE = re.compile(r"(?<![\w-])--[a-z][a-z-]*")
 NO_JSON = {"serve"}
 
 
+def subcommands(group: click.Group) -> dict[str, click.Command]:
+    """A group's commands through click's API (the top group loads some lazily)."""
+    ctx = click.Context(group)
+    found = {name: group.get_command(ctx, name) for name in group.list_commands(ctx)}
+    return {name: command for name, command in found.items() if command is not None}
+
+
 def commands(group: click.Group = cli, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
-    for name, command in sorted(group.commands.items()):
+    for name, command in sorted(subcommands(group).items()):
         path = (*prefix, name)
         if isinstance(command, click.Group):
             yield from commands(command, path)
@@ -32,7 +39,7 @@ def command_at(path: tuple[str, ...]) -> click.Command:
     command: click.Command = cli
     for name in path:
         assert isinstance(command, click.Group)
-        found = command.commands.get(name)
+        found = subcommands(command).get(name)
         assert found is not None, path
         command = found
     return command
@@ -148,3 +155,31 @@ def test_exit_code_table_matches_the_error_tree() -> None:
         # an undocumented class is an internal refinement of a documented parent
         parents = [p for p in cls.__mro__[1:] if p.__name__ in documented]
         assert parents and parents[0].exit_code == cls.exit_code, cls.__name__
+
+
+def test_lazy_command_map_names_every_command_of_its_modules() -> None:
+    """COMMAND_MODULES maps each command of each module (its ``COMMANDS``) to that
+    module and nothing else; a publish imports none of them."""
+    import importlib
+    import subprocess
+    import sys
+
+    from publisher.cli import COMMAND_MODULES
+
+    found = {
+        command.name: module
+        for module in set(COMMAND_MODULES.values())
+        for command in importlib.import_module(module).COMMANDS
+    }
+    assert found == COMMAND_MODULES
+    ctx = click.Context(cli)
+    assert set(COMMAND_MODULES) <= set(cli.list_commands(ctx))
+    for name in COMMAND_MODULES:
+        assert cli.get_command(ctx, name) is not None, name
+    probe = (
+        "import sys; import publisher.cli as c; "
+        "c.cli.get_command(c.click.Context(c.cli), 'publish'); "
+        "print(sorted(set(c.COMMAND_MODULES.values()) & set(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out
