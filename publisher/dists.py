@@ -252,15 +252,24 @@ class DistWriter:
 
         The key is exported (a gpg process) only when the signer's keyring stamp
         differs from the one ``old`` was rendered with (a key rotation or any change
-        to the GnuPG home's keyrings changes it), or on a full render."""
+        to the GnuPG home's keyrings changes it), on a full render (``reuse``
+        False) that finds the published key missing or other than recorded, and
+        always in ``recompressing()`` (``aptship reindex --full``)."""
         stamp = self.signer.keyring_stamp()
-        if reuse and stamp and old.keyring and stamp == old.keyring_stamp:
+        unchanged = bool(stamp and old.keyring and stamp == old.keyring_stamp)
+        if unchanged and not self._recompress and (reuse or self._keyring_published(old.keyring)):
             new.keyring, new.keyring_stamp = old.keyring, stamp
             return
         public = self.signer.export_public()
         new.keyring, new.keyring_stamp = hashlib.sha256(public).hexdigest(), stamp
         if not reuse or new.keyring != old.keyring:
             self._ensure_keyring(public)
+
+    def _keyring_published(self, digest: str) -> bool:
+        try:
+            return hashlib.sha256(self.storage.read_bytes(KEYRING_KEY)).hexdigest() == digest
+        except NotFound:
+            return False
 
     def _together(self, writes: list[Restore]) -> None:
         """Run independent writes; all are done (durable) when this returns.

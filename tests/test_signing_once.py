@@ -163,10 +163,22 @@ def test_publish_exports_the_public_key_only_when_the_keyring_changes(
         assert len(exports) == 1  # the channel's first render
         make_repo(gnupghome=home).publish("dev", [debs("app", "1.1-1")])
         assert len(exports) == 1
+        make_repo(gnupghome=home).reindex(["dev"])  # a full render: the key is intact
+        assert len(exports) == 1
+        published = tmp_path / "repo" / KEYRING_KEY
+        key = published.read_bytes()
+        published.write_bytes(key.replace(b"\n", b"\n\n", 3))  # damaged
+        make_repo(gnupghome=home).reindex(["dev"])
+        assert len(exports) == 2 and published.read_bytes() == key  # repaired
+        published.unlink()
+        make_repo(gnupghome=home).reindex(["dev"])
+        assert len(exports) == 3 and published.read_bytes() == key
+        make_repo(gnupghome=home).reindex(["dev"], full=True)  # always exported
+        assert len(exports) == 4
         generate_dev_key(home, "aptship second key", "second@aptship.invalid")
         second = make_repo(gnupghome=home)
         second.publish("dev", [debs("app", "1.2-1")])
-        assert len(exports) == 2
+        assert len(exports) == 5
         assert (tmp_path / "repo" / KEYRING_KEY).read_bytes() == second.signer.export_public()
     finally:
         subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], check=False)
