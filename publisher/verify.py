@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, BinaryIO
 
 from publisher.dists import dists_key, read_record, served
-from publisher.errors import NotFound, StorageError, UsageError
+from publisher.errors import NotFound, StorageError
 from publisher.index import SUFFIX
 from publisher.signing import Gpgv, key_matches
 from publisher.state import STATE_PREFIX, shard_key
@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 
 CHUNK = 1024 * 1024
 HASH_FIELDS = ("md5sum", "sha256", "sha512")
-LIST_FROM = 64  # pool files to check: from this many on, one listing instead of a stat each
 # Filename and Size as aptship renders them (Entry.stanza); other stanzas are parsed alone
 _POOL_REF = re.compile(rb"\nFilename: ([^\n]+)\nSize: ([0-9]+)\n")  # a literal prefix: fast
 _FILENAME = re.compile(rb"^Filename: ([^\n]+)$", re.M)
@@ -295,35 +294,16 @@ def _block_refs(block: bytes) -> Iterator[tuple[str, int]]:
 
 
 class _Pool:
-    """Pool file sizes.  Many files: one listing of each pool subtree they are in
-    (``pool/<component>/<initial>/``, shared by every channel of one run); a few: one
-    stat each."""
+    """Pool file sizes (:meth:`Storage.sizes`), remembered for the run: channels
+    share most pool files."""
 
     def __init__(self, repo: Repository) -> None:
         self.storage = repo.serving
-        self._listed: dict[str, dict[str, int]] = {}  # subtree prefix -> {key: size}
+        self._known: dict[str, int] = {}
 
     def sizes(self, keys: list[str]) -> dict[str, int]:
-        found: dict[str, int] = {}
-        for key in keys:
-            try:
-                size = self._size(key, listing=len(keys) >= LIST_FROM)
-            except (NotFound, UsageError):
-                continue
-            found[key] = size
-        return found
-
-    def _size(self, key: str, *, listing: bool) -> int:
-        if not listing:
-            return self.storage.stat(key).size
-        parts = key.split("/")
-        prefix = "/".join(parts[: min(3, len(parts) - 1)]) + "/"
-        if prefix not in self._listed:
-            self._listed[prefix] = {o.key: o.size for o in self.storage.list(prefix)}
-        try:
-            return self._listed[prefix][key]
-        except KeyError:
-            raise NotFound(f"{key} not found") from None
+        self._known.update(self.storage.sizes([k for k in keys if k not in self._known]))
+        return {k: self._known[k] for k in keys if k in self._known}
 
 
 def _pool_problems(pool: _Pool, refs: dict[str, int], channel: str) -> list[str]:

@@ -359,3 +359,15 @@ def test_s3_unreachable_endpoint_is_storage_error(monkeypatch: pytest.MonkeyPatc
         assert "nowhere" in info.value.message
         assert "should-not-leak" not in info.value.message
         assert "SHOULDNOTLEAK" not in info.value.message
+
+
+@pytest.mark.parametrize("count", [3, 70])  # a stat each, and (S3) listings
+def test_sizes_of_present_keys_only(storage: Storage, count: int) -> None:
+    keys = [f"pool/main/{'ab'[i % 2]}/pkg{i}/pkg{i}_{i}.deb" for i in range(count)]
+    for i, key in enumerate(keys):
+        if i % 3:
+            storage.write_bytes(key, b"x" * i)
+    storage.write_bytes("pool/main/a/other.deb", b"other")  # listed, never asked for
+    asked = [*keys, "pool/main/z/absent.deb", "../outside.deb", "pool/../x.deb"]
+    sizes = storage.sizes(asked)
+    assert sizes == {key: i for i, key in enumerate(keys) if i % 3}

@@ -84,18 +84,23 @@ def test_full_verify_checks_a_listed_only_packages_against_its_compressed_files(
 
 
 @pytest.mark.parametrize("formats", [["plain", "gz", "xz"], ["gz", "xz"], ["xz"]])
-@pytest.mark.parametrize("list_from", [0, 10_000])  # one listing of pool/, or a stat each
+@pytest.mark.parametrize("listing", [False, True])  # a stat each, or listings (as on S3)
 def test_fast_finds_each_pool_problem_from_the_index_apt_reads(
     make_repo: RepoFactory,
     debs: Callable[..., Path],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     formats: list[str],
-    list_from: int,
+    listing: bool,
 ) -> None:
     """The pool files come from the verified Packages (plain, .gz or .xz, whichever
     is stored), so a missing or resized pool file is found in every configuration."""
-    monkeypatch.setattr("publisher.verify.LIST_FROM", list_from)
+    if listing:
+        from publisher.storage.base import sizes_by_listing
+        from publisher.storage.local import LocalStorage
+
+        monkeypatch.setattr("publisher.storage.base.LIST_FROM", 0)
+        monkeypatch.setattr(LocalStorage, "sizes", sizes_by_listing)
     repo = make_repo(index_formats=formats)
     repo.publish("dev", [debs("app", "1.0-1"), debs("lib", "2.0", "all"), debs("tool", "0.1")])
     assert verify(repo, fast=True) == []

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
+from publisher.errors import NotFound, UsageError
+
 
 @dataclass(frozen=True)
 class ObjectInfo:
@@ -93,6 +95,12 @@ class Storage(Protocol):
 
     def exists(self, key: str) -> bool: ...
 
+    def sizes(self, keys: Sequence[str]) -> dict[str, int]:
+        """{key: size} of those ``keys`` that exist; an absent key, or one that is not
+        a valid key inside the repository, is left out.  Each backend's cheapest way
+        (``aptship verify --fast`` sizes every pool file a channel lists)."""
+        ...
+
     def delete(self, key: str) -> None:
         """Remove an object; absent objects are not an error."""
         ...
@@ -112,6 +120,31 @@ class Storage(Protocol):
     def describe(self) -> str:
         """Where the repository lives, for messages (never credentials)."""
         ...
+
+
+LIST_FROM = 64  # keys to size: from this many on, one listing per subtree, not a HEAD each
+
+
+def sizes_by_listing(storage: Storage, keys: Sequence[str]) -> dict[str, int]:
+    """:meth:`Storage.sizes` for a backend whose listing is cheaper than a stat per
+    key: one listing of each subtree (``pool/<component>/<initial>/``) the keys are
+    in, or one stat each when there are fewer than LIST_FROM."""
+    found: dict[str, int] = {}
+    listed: dict[str, dict[str, int]] = {}  # subtree prefix -> {key: size}
+    for key in keys:
+        try:
+            if len(keys) < LIST_FROM:
+                found[key] = storage.stat(key).size
+                continue
+            parts = key.split("/")
+            prefix = "/".join(parts[: min(3, len(parts) - 1)]) + "/"
+            if prefix not in listed:
+                listed[prefix] = {o.key: o.size for o in storage.list(prefix)}
+        except (NotFound, UsageError):
+            continue
+        if key in listed[prefix]:
+            found[key] = listed[prefix][key]
+    return found
 
 
 @runtime_checkable

@@ -201,6 +201,19 @@ class LocalStorage:
             return False
         return True
 
+    def sizes(self, keys: Sequence[str]) -> dict[str, int]:
+        """A stat each (the directories' real paths are cached): cheaper here than
+        walking the pool's directories."""
+        found: dict[str, int] = {}
+        for key in keys:
+            try:
+                st = os.stat(self._checked(key))
+            except (UsageError, FileNotFoundError, NotADirectoryError):
+                continue
+            if stat.S_ISREG(st.st_mode):
+                found[key] = st.st_size
+        return found
+
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         base = self.root / prefix if prefix else self.root
         if prefix:

@@ -35,7 +35,7 @@ import contextlib
 import hashlib
 import io
 import logging
-from collections.abc import Iterator, MutableSequence
+from collections.abc import Iterator, MutableSequence, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
 from urllib.parse import unquote, urlsplit
@@ -45,7 +45,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from publisher.errors import ConfigError, NotFound, PreconditionFailed, StorageError
-from publisher.storage.base import ObjectInfo, PutResult
+from publisher.storage.base import ObjectInfo, PutResult, sizes_by_listing
 from publisher.storage.keys import check_key
 
 if TYPE_CHECKING:
@@ -269,6 +269,9 @@ class S3Storage:
         except NotFound:
             return False
         return True
+
+    def sizes(self, keys: Sequence[str]) -> dict[str, int]:
+        return sizes_by_listing(self, keys)
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         if prefix:
