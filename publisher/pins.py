@@ -64,6 +64,8 @@ def rollback_pin(ps: PackageState, package: str, to: str | None, actor: str) -> 
 def apply_retention(ps: PackageState, keep: int) -> list[Entry]:
     """Keep the newest ``keep`` versions per architecture, never the pinned one; return drops."""
     dropped: list[Entry] = []
+    if len(ps.entries) <= keep:  # fewer entries than kept versions: nothing to drop
+        return dropped
     for arch in sorted({e.architecture for e in ps.entries}):
         versions = sort_versions(
             {e.version for e in ps.entries if e.architecture == arch}, reverse=True
