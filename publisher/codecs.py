@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import lzma
 import re
 import struct
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, BinaryIO, cast
 
 # A part's data is a view into the file it was split from (no copy) or new bytes.
 Part = tuple[str, bytes | memoryview, tuple[int | str, ...]]
@@ -176,3 +179,41 @@ def split(fmt: str, data: bytes, lay: Layout) -> list[Part]:
     if pos > len(data) or data[:head] + data[pos:] != frame:
         raise ValueError("index file does not match its recorded layout")
     return parts
+
+
+class _ChunkReader(io.RawIOBase):
+    """A read-only, unseekable stream over an iterator of byte chunks."""
+
+    def __init__(self, chunks: Iterator[bytes | memoryview]) -> None:
+        super().__init__()
+        self._chunks = chunks
+        self._rest = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._rest:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self._rest = memoryview(chunk).cast("B")
+        n = min(len(buffer), len(self._rest))
+        buffer[:n] = self._rest[:n]
+        self._rest = self._rest[n:]
+        return n
+
+
+@dataclass(frozen=True)
+class Unpacked:
+    """The text of a compressed index file, produced part by part when read: the
+    uncompressed file written without ever holding it whole (``data`` is the
+    compressed file, ``lay`` its layout)."""
+
+    fmt: str
+    data: bytes
+    lay: Layout
+
+    def open(self) -> BinaryIO:
+        parts = split(self.fmt, self.data, self.lay)
+        return cast(BinaryIO, _ChunkReader(part_text(self.fmt, p) for p in parts))
