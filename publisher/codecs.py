@@ -119,11 +119,17 @@ def text_digest(fmt: str, part: Part) -> str | None:
 
 
 def join(fmt: str, parts: Sequence[Part]) -> bytes:
-    body = b"".join(p[1] for p in parts)
+    """The file made of ``parts``: one allocation, the size of the file."""
+    head, tail = _frame(fmt, parts)
+    return b"".join([head, *(p[1] for p in parts), tail])
+
+
+def _frame(fmt: str, parts: Sequence[Part]) -> tuple[bytes, bytes]:
+    """What :func:`join` puts before and after the parts' bytes."""
     if fmt == "plain":
-        return body
+        return b"", b""
     if fmt == "gz":
-        return _EMPTY_GZ + body
+        return _EMPTY_GZ, b""
     if fmt == "xz":
         index = bytearray(b"\x00" + _varint(len(parts)))
         for _, _, meta in parts:
@@ -132,7 +138,7 @@ def join(fmt: str, parts: Sequence[Part]) -> bytes:
         index += struct.pack("<I", zlib.crc32(index))
         tail = struct.pack("<I", len(index) // 4 - 1) + _XZ_FLAGS
         footer = struct.pack("<I", zlib.crc32(tail)) + tail + b"YZ"
-        return _XZ_HEADER + body + bytes(index) + footer
+        return _XZ_HEADER, bytes(index) + footer
     raise ValueError(f"unknown index format {fmt!r}")
 
 
@@ -175,7 +181,7 @@ def split(fmt: str, data: bytes, lay: Layout) -> list[Part]:
             raise ValueError("index file does not match its recorded layout")
         parts.append((str(bucket), view[pos : pos + n], tuple(_meta(m) for m in meta)))
         pos += n
-    frame = join(fmt, [(b, b"", meta) for b, _, meta in parts])
+    frame = b"".join(_frame(fmt, parts))
     if pos > len(data) or data[:head] + data[pos:] != frame:
         raise ValueError("index file does not match its recorded layout")
     return parts

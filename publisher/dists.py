@@ -59,7 +59,7 @@ KEYRING_KEY = "archive-keyring.asc"
 FULL_RENDER_AHEAD = 8  # buckets a full render's compression may be behind its rendering
 # A full render's uncompressed Packages larger than this is written from its
 # compressed parts (codecs.Unpacked) instead of being held whole (37 MB at 50,000)
-UNPACK_MIN = 8 << 20
+UNPACK_MIN = 1 << 20
 
 
 def rendered_formats(config: Config) -> tuple[str, ...]:
