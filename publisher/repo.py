@@ -334,7 +334,11 @@ class Repository(ReleaseOps):
             suite, batch = next(iter(routed.items()))
             del routed[suite]
             entries = self.engine.prepare(batch, progress)
-            restore = {i.pool_key: fn for i in batch if (fn := self.engine.restorer(i)) is not None}
+            restore = {  # keyed by the entries' own strings (e.filename is i.pool_key)
+                e.filename: fn
+                for i, e in zip(batch, entries, strict=True)
+                if (fn := self.engine.restorer(i)) is not None
+            }
             del batch
             chan = self.config.channel(suite)
             actor = current_actor()
