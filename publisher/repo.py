@@ -47,7 +47,7 @@ log = logging.getLogger("aptship")
 Progress = Callable[[int], None]
 
 
-@dataclass
+@dataclass(slots=True)
 class PublishResult:
     entry: Entry
     channel: str
@@ -334,11 +334,7 @@ class Repository(ReleaseOps):
             suite, batch = next(iter(routed.items()))
             del routed[suite]
             entries = self.engine.prepare(batch, progress)
-            restore = {  # keyed by the entries' own strings (e.filename is i.pool_key)
-                e.filename: fn
-                for i, e in zip(batch, entries, strict=True)
-                if (fn := self.engine.restorer(i)) is not None
-            }
+            restore = self.engine.restorers(batch, entries)
             del batch
             chan = self.config.channel(suite)
             actor = current_actor()

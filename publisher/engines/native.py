@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,6 +35,23 @@ def _pool_conflict(info: DebInfo) -> ImmutableConflict:
         f"already published as {info.pool_key} with different content; publish a new "
         "version instead (published packages are immutable)"
     )
+
+
+class _Restorers(Mapping[str, "Restore"]):
+    """{pool key: how to store its file again}, each callable made when asked for."""
+
+    def __init__(self, restore: Callable[[str, str], None], files: dict[str, str]) -> None:
+        self._restore = restore
+        self._files = files  # {pool key: the .deb's file name}
+
+    def __getitem__(self, key: str) -> Restore:
+        return functools.partial(self._restore, key, self._files[key])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._files)
+
+    def __len__(self) -> int:
+        return len(self._files)
 
 
 class NativeEngine:
@@ -90,14 +107,17 @@ class NativeEngine:
 
     def restore(self, info: DebInfo) -> None:
         """Store ``info``'s file again (gc deleted it while a publish of it was in flight)."""
-        self._restore_file(info.pool_key, info.path)
+        self._restore_file(info.pool_key, os.fspath(info.path))
 
-    def restorer(self, info: DebInfo) -> Restore:
-        # the key and the file name only: neither the batch's control texts nor its
-        # Path objects are kept alive by it (50,000 of them in a large publish)
-        return functools.partial(self._restore_file, info.pool_key, os.fspath(info.path))
+    def restorers(
+        self, infos: Sequence[DebInfo], entries: Sequence[Entry]
+    ) -> Mapping[str, Restore]:
+        # each entry's key and its file's name only: neither the batch's control texts
+        # nor its Path objects are kept alive, nor a callable per file
+        files = {e.filename: os.fspath(i.path) for i, e in zip(infos, entries, strict=True)}
+        return _Restorers(self._restore_file, files)
 
-    def _restore_file(self, key: str, name: str | Path) -> None:
+    def _restore_file(self, key: str, name: str) -> None:
         path = Path(name)
         try:
             with path.open("rb") as fh:
