@@ -211,15 +211,28 @@ class _ChunkReader(io.RawIOBase):
 
 
 @dataclass(frozen=True)
-class Unpacked:
-    """The text of a compressed index file, produced part by part when read: the
-    uncompressed file written without ever holding it whole (``data`` is the
-    compressed file, ``lay`` its layout)."""
+class Joined:
+    """The file :func:`join` makes of ``parts``, read part by part: written without
+    the copy that joining them makes."""
 
     fmt: str
-    data: bytes
-    lay: Layout
+    parts: list[Part]
+
+    def chunks(self) -> list[bytes | memoryview]:
+        head, tail = _frame(self.fmt, self.parts)
+        return [head, *(p[1] for p in self.parts), tail]
 
     def open(self) -> BinaryIO:
-        parts = split(self.fmt, self.data, self.lay)
-        return cast(BinaryIO, _ChunkReader(part_text(self.fmt, p) for p in parts))
+        return cast(BinaryIO, _ChunkReader(iter(self.chunks())))
+
+
+@dataclass(frozen=True)
+class Unpacked:
+    """The text of a compressed index file, decompressed part by part while it is
+    read: the uncompressed file written without ever holding it whole."""
+
+    fmt: str
+    parts: list[Part]
+
+    def open(self) -> BinaryIO:
+        return cast(BinaryIO, _ChunkReader(part_text(self.fmt, p) for p in self.parts))

@@ -52,13 +52,15 @@ from publisher.sweep import Restore, Sweep, guard, read_sweep
 
 log = logging.getLogger("aptship.dists")
 Texts = dict[str, bytes | memoryview]  # {bucket: its Packages text}
-Payload = bytes | codecs.Unpacked  # a rendered file's bytes, or how to read them
+Payload = bytes | codecs.Joined | codecs.Unpacked  # a file's bytes, or how to read them
 Payloads = dict[str, Payload]  # {path below dists/<channel>/: the file}
 MAX_ROUNDS = 20
 KEYRING_KEY = "archive-keyring.asc"
 FULL_RENDER_AHEAD = 8  # buckets a full render's compression may be behind its rendering
-# A full render's uncompressed Packages larger than this is written from its
-# compressed parts (codecs.Unpacked) instead of being held whole (37 MB at 50,000)
+# A full render's index file larger than this is written from its parts, never held
+# whole: a compressed one from its parts as they are (codecs.Joined), the
+# uncompressed Packages from the gz parts, decompressed one at a time
+# (codecs.Unpacked; 37 MB at 50,000 entries)
 UNPACK_MIN = 1 << 20
 
 
@@ -172,9 +174,11 @@ class _PlainIndex:
         compressed in ``fmt`` (``info``), to unpack while it is written."""
         if self.texts is not None:
             return b"".join(self.texts)
-        if not isinstance(data, bytes) or info is None:
-            raise ValueError(f"no {fmt} index to write the uncompressed one from")
-        return codecs.Unpacked(fmt, data, info.layout)
+        if isinstance(data, codecs.Joined):
+            return codecs.Unpacked(fmt, data.parts)
+        if isinstance(data, bytes) and info is not None:
+            return codecs.Unpacked(fmt, codecs.split(fmt, data, info.layout))
+        raise ValueError(f"no {fmt} index to write the uncompressed one from")
 
 
 def read_record(storage: Storage, channel: str) -> Record:
@@ -434,10 +438,12 @@ class DistWriter:
             for fmt in packed:
                 path = index_path(arch, fmt)
                 merged = parts.pop((arch, fmt))
-                info, data = IndexFile.build(path, fmt, [merged[b] for b in sorted(merged)])
+                ordered = [merged[b] for b in sorted(merged)]
                 del merged
-                new.files[path] = info
-                payloads[path] = data
+                if sum(len(p[1]) for p in ordered) < UNPACK_MIN:
+                    new.files[path], payloads[path] = IndexFile.build(path, fmt, ordered)
+                else:
+                    new.files[path], payloads[path] = IndexFile.joined(path, fmt, ordered)
             path = index_path(arch, "plain")
             new.files[path] = plain[arch].file(path, stored=stored)
             if stored:  # unpacked from gz when rendered: the cheapest to decompress

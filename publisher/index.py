@@ -102,6 +102,17 @@ class IndexFile:
         return cls(path, len(data), md5, sha256, codecs.layout(parts)), data
 
     @classmethod
+    def joined(
+        cls, path: str, fmt: str, parts: list[codecs.Part]
+    ) -> tuple[IndexFile, codecs.Joined]:
+        """:meth:`build` without joining the parts: the file's digests over its chunks."""
+        joined = codecs.Joined(fmt, parts)
+        chunks = joined.chunks()
+        md5, sha256 = digests(chunks)
+        size = sum(len(c) for c in chunks)
+        return cls(path, size, md5, sha256, codecs.layout(parts)), joined
+
+    @classmethod
     def listed(cls, path: str, texts: Sequence[tuple[str, bytes | memoryview]]) -> IndexFile:
         """A file that is only listed in Release: its digests over ``texts`` (bucket,
         text) in order, each byte hashed once and the whole never joined."""

@@ -35,7 +35,7 @@ STATE_PREFIX = ".aptship/state"
 FORMAT = 1
 MAX_ATTEMPTS = 12
 SHARD_CACHE = 64  # immutable shard bodies kept in memory per StateStore ...
-SHARD_CACHE_BYTES = 4 << 20  # ... up to this many bytes (a 50,000-entry channel's
+SHARD_CACHE_BYTES = 1 << 20  # ... up to this many bytes (a 50,000-entry channel's
 # shards are about 180 KiB each: a full import must not keep them all alive)
 T = TypeVar("T")
 
