@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import functools
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,15 +36,28 @@ def _pool_conflict(info: DebInfo) -> ImmutableConflict:
     )
 
 
+class _Restore:
+    """Store one pool file again (a :data:`Restore`): smaller than a functools.partial,
+    and the guard of a 50,000-file publish asks for one per file."""
+
+    __slots__ = ("engine", "key", "name")
+
+    def __init__(self, engine: NativeEngine, key: str, name: str) -> None:
+        self.engine, self.key, self.name = engine, key, name
+
+    def __call__(self) -> None:
+        self.engine._restore_file(self.key, self.name)
+
+
 class _Restorers(Mapping[str, "Restore"]):
     """{pool key: how to store its file again}, each callable made when asked for."""
 
-    def __init__(self, restore: Callable[[str, str], None], files: dict[str, str]) -> None:
-        self._restore = restore
+    def __init__(self, engine: NativeEngine, files: dict[str, str]) -> None:
+        self._engine = engine
         self._files = files  # {pool key: the .deb's file name}
 
     def __getitem__(self, key: str) -> Restore:
-        return functools.partial(self._restore, key, self._files[key])
+        return _Restore(self._engine, key, self._files[key])
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._files)
@@ -71,11 +83,23 @@ class NativeEngine:
         """Store the batch's pool files (create-only) and return their entries.
 
         Nothing is written before the whole batch is checked against the pool.  On a
-        backend with batch writes (a local directory) the new files are stored as one
-        durable batch (:meth:`LocalStorage.write_files`); S3 keeps one create-only
-        PUT per file."""
+        backend with batch writes (a local directory) the new files are stored as
+        durable batches of WRITE_SLICE files (:meth:`LocalStorage.write_files`), all
+        before the commit; S3 keeps one create-only PUT per file.  Each entry is made
+        as its file is stored (a 50,000-file batch keeps no other record per file)
+        and stamped with one publication time once all are stored."""
         keys = [info.pool_key for info in infos]  # one string each, shared by the entries
         known, todo = self._check_against_pool(infos, keys)
+        who = current_actor()
+        same: dict[str, str] = {}  # a package name or architecture repeated in the batch
+        made: dict[str, Entry] = {}  # by pool key
+
+        def make(key: str, info: DebInfo, stored: Stored) -> None:
+            made[key] = self._entry(info, key, stored, who, same)
+
+        for key, (info, stored) in known.items():
+            make(key, info, stored)
+        del known
         batch = self.storage if isinstance(self.storage, BatchWrites) else None
         if batch is not None and len(todo) > 1:
             # in slices, each durable before the next: only one slice's write results
@@ -85,25 +109,23 @@ class NativeEngine:
                 puts = batch.write_files([(key, info.path) for key, info in part])
                 for (key, info), put in zip(part, puts, strict=True):
                     if put is None:  # stored meanwhile by another publish: same bytes?
-                        known[key] = self._compare_stored(info)
+                        make(key, info, self._compare_stored(info))
                     else:
-                        known[key] = _stored(put.hashes, put.size)
+                        make(key, info, _stored(put.hashes, put.size))
                     if progress:
                         progress(1)
                 del puts
         else:
             for key, info in todo:
-                known[key] = self._store(info)
+                make(key, info, self._store(info))
                 if progress:
                     progress(1)
         if progress and len(infos) > len(todo):
             progress(len(infos) - len(todo))
-        when, who = now_iso(), current_actor()  # one string each for the whole batch
-        same: dict[str, str] = {}  # a package name or architecture repeated in the batch
-        return [
-            self._entry(info, key, known[key], when, who, same)
-            for info, key in zip(infos, keys, strict=True)
-        ]
+        when = now_iso()  # one string for the whole batch, once every file is stored
+        for entry in made.values():
+            entry.published_at = when
+        return [made[key] for key in keys]
 
     def restore(self, info: DebInfo) -> None:
         """Store ``info``'s file again (gc deleted it while a publish of it was in flight)."""
@@ -115,7 +137,7 @@ class NativeEngine:
         # each entry's key and its file's name only: neither the batch's control texts
         # nor its Path objects are kept alive, nor a callable per file
         files = {e.filename: os.fspath(i.path) for i, e in zip(infos, entries, strict=True)}
-        return _Restorers(self._restore_file, files)
+        return _Restorers(self, files)
 
     def _restore_file(self, key: str, name: str) -> None:
         path = Path(name)
@@ -150,11 +172,11 @@ class NativeEngine:
 
     def _check_against_pool(
         self, infos: Sequence[DebInfo], keys: Sequence[str]
-    ) -> tuple[dict[str, Stored], list[tuple[str, DebInfo]]]:
+    ) -> tuple[dict[str, tuple[DebInfo, Stored]], list[tuple[str, DebInfo]]]:
         """Refuse a batch that would change an existing pool file, or that holds two
-        different files for one pool key.  Returns the hashes known by pool key (of
-        files already stored) and the files to store, one per new key."""
-        known: dict[str, Stored] = {}
+        different files for one pool key.  Returns the files already stored with their
+        hashes, by pool key, and the files to store, one per new key."""
+        known: dict[str, tuple[DebInfo, Stored]] = {}
         first: dict[str, DebInfo] = {}
         todo: list[tuple[str, DebInfo]] = []
         for info, key in zip(infos, keys, strict=True):
@@ -167,7 +189,7 @@ class NativeEngine:
             # A single file needs no look-up: its create-only write refuses to replace
             # an existing pool file, and _store then compares the content.
             if len(infos) > 1 and self.storage.exists(key):
-                known[key] = self._compare_stored(info)
+                known[key] = (info, self._compare_stored(info))
             else:
                 todo.append((key, info))
         return known, todo
@@ -195,9 +217,7 @@ class NativeEngine:
         return _stored(put.hashes, put.size)
 
     @staticmethod
-    def _entry(
-        info: DebInfo, key: str, stored: Stored, when: str, who: str, same: dict[str, str]
-    ) -> Entry:
+    def _entry(info: DebInfo, key: str, stored: Stored, who: str, same: dict[str, str]) -> Entry:
         md5, sha1, sha256, size = stored
         return Entry(
             package=same.setdefault(info.package, info.package),
@@ -209,6 +229,5 @@ class NativeEngine:
             sha1=sha1,
             sha256=sha256,
             control=info.control,
-            published_at=when,
             published_by=who,
         )
