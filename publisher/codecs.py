@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import lzma
 import re
 import struct
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, BinaryIO, cast
 
 # A part's data is a view into the file it was split from (no copy) or new bytes.
 Part = tuple[str, bytes | memoryview, tuple[int | str, ...]]
@@ -116,11 +119,17 @@ def text_digest(fmt: str, part: Part) -> str | None:
 
 
 def join(fmt: str, parts: Sequence[Part]) -> bytes:
-    body = b"".join(p[1] for p in parts)
+    """The file made of ``parts``: one allocation, the size of the file."""
+    head, tail = _frame(fmt, parts)
+    return b"".join([head, *(p[1] for p in parts), tail])
+
+
+def _frame(fmt: str, parts: Sequence[Part]) -> tuple[bytes, bytes]:
+    """What :func:`join` puts before and after the parts' bytes."""
     if fmt == "plain":
-        return body
+        return b"", b""
     if fmt == "gz":
-        return _EMPTY_GZ + body
+        return _EMPTY_GZ, b""
     if fmt == "xz":
         index = bytearray(b"\x00" + _varint(len(parts)))
         for _, _, meta in parts:
@@ -129,7 +138,7 @@ def join(fmt: str, parts: Sequence[Part]) -> bytes:
         index += struct.pack("<I", zlib.crc32(index))
         tail = struct.pack("<I", len(index) // 4 - 1) + _XZ_FLAGS
         footer = struct.pack("<I", zlib.crc32(tail)) + tail + b"YZ"
-        return _XZ_HEADER + body + bytes(index) + footer
+        return _XZ_HEADER, bytes(index) + footer
     raise ValueError(f"unknown index format {fmt!r}")
 
 
@@ -172,7 +181,58 @@ def split(fmt: str, data: bytes, lay: Layout) -> list[Part]:
             raise ValueError("index file does not match its recorded layout")
         parts.append((str(bucket), view[pos : pos + n], tuple(_meta(m) for m in meta)))
         pos += n
-    frame = join(fmt, [(b, b"", meta) for b, _, meta in parts])
+    frame = b"".join(_frame(fmt, parts))
     if pos > len(data) or data[:head] + data[pos:] != frame:
         raise ValueError("index file does not match its recorded layout")
     return parts
+
+
+class _ChunkReader(io.RawIOBase):
+    """A read-only, unseekable stream over an iterator of byte chunks."""
+
+    def __init__(self, chunks: Iterator[bytes | memoryview]) -> None:
+        super().__init__()
+        self._chunks = chunks
+        self._rest = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._rest:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self._rest = memoryview(chunk).cast("B")
+        n = min(len(buffer), len(self._rest))
+        buffer[:n] = self._rest[:n]
+        self._rest = self._rest[n:]
+        return n
+
+
+@dataclass(frozen=True)
+class Joined:
+    """The file :func:`join` makes of ``parts``, read part by part: written without
+    the copy that joining them makes."""
+
+    fmt: str
+    parts: list[Part]
+
+    def chunks(self) -> list[bytes | memoryview]:
+        head, tail = _frame(self.fmt, self.parts)
+        return [head, *(p[1] for p in self.parts), tail]
+
+    def open(self) -> BinaryIO:
+        return cast(BinaryIO, _ChunkReader(iter(self.chunks())))
+
+
+@dataclass(frozen=True)
+class Unpacked:
+    """The text of a compressed index file, decompressed part by part while it is
+    read: the uncompressed file written without ever holding it whole."""
+
+    fmt: str
+    parts: list[Part]
+
+    def open(self) -> BinaryIO:
+        return cast(BinaryIO, _ChunkReader(part_text(self.fmt, p) for p in self.parts))

@@ -26,8 +26,9 @@ import json
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,8 +52,16 @@ from publisher.sweep import Restore, Sweep, guard, read_sweep
 
 log = logging.getLogger("aptship.dists")
 Texts = dict[str, bytes | memoryview]  # {bucket: its Packages text}
+Payload = bytes | codecs.Joined | codecs.Unpacked  # a file's bytes, or how to read them
+Payloads = dict[str, Payload]  # {path below dists/<channel>/: the file}
 MAX_ROUNDS = 20
 KEYRING_KEY = "archive-keyring.asc"
+FULL_RENDER_AHEAD = 8  # buckets a full render's compression may be behind its rendering
+# A full render's index file larger than this is written from its parts, never held
+# whole: a compressed one from its parts as they are (codecs.Joined), the
+# uncompressed Packages from the gz parts, decompressed one at a time
+# (codecs.Unpacked; 37 MB at 50,000 entries)
+UNPACK_MIN = 1 << 20
 
 
 def rendered_formats(config: Config) -> tuple[str, ...]:
@@ -133,6 +142,48 @@ class Record:
         )
 
 
+class _PlainIndex:
+    """A full render's uncompressed ``Packages``, bucket by bucket: its digests, size
+    and layout.  Its texts are kept for writing it only when it is stored, and only
+    while it is small or no compressed format is rendered to unpack it from."""
+
+    def __init__(self, *, stored: bool, packed: bool, md5: bool) -> None:
+        # MD5 only when Release lists MD5Sum (repository.release_hashes)
+        self.md5 = hashlib.md5(usedforsecurity=False) if md5 else None
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+        self.layout: codecs.Layout = []
+        self.texts: list[bytes] | None = [] if stored else None
+        self.packed = packed
+
+    def add(self, bucket: str, text: bytes) -> None:
+        if self.md5 is not None:
+            self.md5.update(text)
+        self.sha256.update(text)
+        self.size += len(text)
+        self.layout.append([bucket, len(text)])
+        if self.texts is not None:
+            self.texts.append(text)
+            if self.packed and self.size >= UNPACK_MIN:
+                self.texts = None  # written from the compressed parts (payload())
+
+    def file(self, path: str, *, stored: bool) -> IndexFile:
+        md5 = self.md5.hexdigest() if self.md5 is not None else ""
+        sha256 = self.sha256.hexdigest()
+        return IndexFile(path, self.size, md5, sha256, self.layout, stored=stored)
+
+    def payload(self, fmt: str, data: Payload | None, info: IndexFile | None) -> Payload:
+        """The file's bytes, or (when too large to keep) ``data``, the same index
+        compressed in ``fmt`` (``info``), to unpack while it is written."""
+        if self.texts is not None:
+            return b"".join(self.texts)
+        if isinstance(data, codecs.Joined):
+            return codecs.Unpacked(fmt, data.parts)
+        if isinstance(data, bytes) and info is not None:
+            return codecs.Unpacked(fmt, codecs.split(fmt, data, info.layout))
+        raise ValueError(f"no {fmt} index to write the uncompressed one from")
+
+
 def read_record(storage: Storage, channel: str) -> Record:
     try:
         data, etag = storage.read_with_etag(record_key(channel))
@@ -210,7 +261,7 @@ class DistWriter:
     # -- rendering ---------------------------------------------------------------
     def _render(
         self, channel: str, head: Head, old: Record, *, full: bool, since: Sweep
-    ) -> tuple[Record, dict[str, bytes]]:
+    ) -> tuple[Record, Payloads]:
         chan = self.config.channel(channel)
         view = ChannelState(self.states, head)  # render exactly the generation that was read
         built = None
@@ -285,10 +336,17 @@ class DistWriter:
             for future in [pool.submit(write) for write in writes]:
                 future.result()
 
-    def _create(self, key: str, data: bytes) -> None:
+    def _create(self, key: str, data: Payload) -> None:
         # content-addressed: an existing object already has these exact bytes
         with contextlib.suppress(PreconditionFailed):
-            self.storage.write_bytes(key, data, create_only=True)
+            self._write(key, data, create_only=True)
+
+    def _write(self, key: str, data: Payload, *, create_only: bool = False) -> None:
+        if isinstance(data, bytes):
+            self.storage.write_bytes(key, data, create_only=create_only)
+            return
+        with data.open() as stream:
+            self.storage.write_stream(key, stream, create_only=create_only, hash_names=())
 
     def _ensure_keyring(self, public: bytes) -> None:
         """Publish the public key apt checks the signatures with (before the Release)."""
@@ -304,7 +362,7 @@ class DistWriter:
 
     def _build(
         self, chan: ChannelConfig, view: ChannelState, old: Record, *, full: bool
-    ) -> tuple[Record, dict[str, bytes]]:
+    ) -> tuple[Record, Payloads]:
         """The new record's index files and the bytes of those that changed.
 
         Incremental (not ``full``): only the buckets whose shard changed are
@@ -312,48 +370,110 @@ class DistWriter:
         (or had) entries in it.  Raises KeyError/NotFound/ValueError when the
         previous files cannot be reused.
         """
-        head = view.head
         if full:
-            changed = set(head.shards)
-        else:
-            changed = {
-                b
-                for b in set(head.shards) | set(old.shards)
-                if head.shards.get(b) != old.shards.get(b)
-            }
+            return self._build_full(chan, view, old)
+        head = view.head
+        changed = {
+            b for b in set(head.shards) | set(old.shards) if head.shards.get(b) != old.shards.get(b)
+        }
         by_arch, pins = self._bucket_texts(chan, view, changed)
         new = Record(generation=head.generation, shards=dict(head.shards))
-        payloads: dict[str, bytes] = {}
+        payloads: Payloads = {}
         for arch in chan.architectures:
             texts = by_arch[arch]
             merged: dict[str, list[codecs.Part] | None] = {}
             for fmt in rendered_formats(self.config):
                 path = index_path(arch, fmt)
-                merged[fmt] = self._splice_file(view, old, new, payloads, path, fmt, texts, full)
-                if fmt == "plain" and full:
-                    # the full plain file is the texts joined: compress from views into
-                    # it, so the texts are not held twice while the other formats render
-                    texts = by_arch[arch] = self._views(payloads[path], texts)
+                merged[fmt] = self._splice_file(view, old, new, payloads, path, fmt, texts, False)
             if "plain" not in merged:
                 self._list_plain(view.channel, old, new, arch, texts, merged)
         # The channel's pins travel in the signed suite as one more index (docs/hosts.md).
-        self._splice_file(view, old, new, payloads, PINS_PATH, "plain", pins, full)
+        self._splice_file(view, old, new, payloads, PINS_PATH, "plain", pins, False)
         return new, payloads
 
-    @staticmethod
-    def _views(data: bytes, texts: Texts) -> Texts:
-        """``texts`` as views into ``data``, their concatenation in bucket order (a
-        full render's plain file); ``texts`` itself if ``data`` is anything else."""
-        views: Texts = {}
-        whole = memoryview(data)
-        pos = 0
-        for bucket in sorted(texts):
-            end = pos + len(texts[bucket])
-            views[bucket] = whole[pos:end]
-            pos = end
-        if pos != len(data) or any(views[b] != texts[b] for b in texts):
-            return texts
-        return views
+    def _build_full(
+        self, chan: ChannelConfig, view: ChannelState, old: Record
+    ) -> tuple[Record, Payloads]:
+        """:meth:`_build` of every bucket, one shard at a time: a bucket's text is
+        hashed into the uncompressed file's digests and compressed (two threads, a
+        few buckets ahead), then dropped, so only the compressed parts stay alive.
+        A large uncompressed file is written from its compressed parts (decompressed
+        part by part, :class:`codecs.Unpacked`), never held whole."""
+        head = view.head
+        formats = rendered_formats(self.config)
+        packed = [fmt for fmt in formats if fmt != "plain"]
+        reusable = {
+            (arch, fmt): {}
+            if self._recompress
+            else self._stored_parts(view.channel, old, index_path(arch, fmt), fmt)
+            for arch in chan.architectures
+            for fmt in packed
+        }
+        stored = "plain" in formats
+        plain = {
+            arch: _PlainIndex(stored=stored, packed=bool(packed), md5=self._md5)
+            for arch in chan.architectures
+        }
+        parts: dict[tuple[str, str], dict[str, codecs.Part]] = {k: {} for k in reusable}
+        pins: Texts = {}
+        pending: deque[tuple[str, str, Future[codecs.Part]]] = deque()
+
+        def collect(limit: int) -> None:
+            while len(pending) > limit:
+                arch, fmt, future = pending.popleft()
+                part = future.result()
+                parts[arch, fmt][part[0]] = part
+
+        with ThreadPoolExecutor(max_workers=codecs.COMPRESS_THREADS) as pool:
+            for bucket in sorted(head.shards):
+                shard = view.store.load_shard(view.channel, bucket, head.shards[bucket])
+                entries = [e for name in sorted(shard) for e in shard[name].entries]
+                pins[bucket] = pins_segment(chan.name, shard)
+                del shard
+                for arch in chan.architectures:
+                    text = segment_text(entries, arch)
+                    if not text:
+                        continue
+                    plain[arch].add(bucket, text)
+                    digest = ""
+                    for fmt in packed:
+                        part = reusable[arch, fmt].get(bucket)
+                        if part is not None:
+                            digest = digest or hashlib.sha256(text).hexdigest()
+                            if codecs.text_digest(fmt, part) == digest:
+                                parts[arch, fmt][bucket] = part
+                                continue
+                        pending.append(
+                            (arch, fmt, pool.submit(codecs.make_part, fmt, bucket, text))
+                        )
+                del entries
+                collect(FULL_RENDER_AHEAD)
+            collect(0)
+        del reusable
+        new = Record(generation=head.generation, shards=dict(head.shards))
+        payloads: Payloads = {}
+        for arch in chan.architectures:
+            for fmt in packed:
+                path = index_path(arch, fmt)
+                merged = parts.pop((arch, fmt))
+                ordered = [merged[b] for b in sorted(merged)]
+                del merged
+                if sum(len(p[1]) for p in ordered) < UNPACK_MIN:
+                    new.files[path], payloads[path] = IndexFile.build(
+                        path, fmt, ordered, md5=self._md5
+                    )
+                else:
+                    new.files[path], payloads[path] = IndexFile.joined(
+                        path, fmt, ordered, md5=self._md5
+                    )
+            path = index_path(arch, "plain")
+            new.files[path] = plain[arch].file(path, stored=stored)
+            if stored:  # unpacked from gz when rendered: the cheapest to decompress
+                fmt = ("gz" if "gz" in packed else packed[0]) if packed else "plain"
+                src = index_path(arch, fmt)
+                payloads[path] = plain[arch].payload(fmt, payloads.get(src), new.files.get(src))
+        self._splice_file(view, old, new, payloads, PINS_PATH, "plain", pins, True)
+        return new, payloads
 
     def _bucket_texts(
         self, chan: ChannelConfig, view: ChannelState, buckets: set[str]
@@ -376,7 +496,7 @@ class DistWriter:
         view: ChannelState,
         old: Record,
         new: Record,
-        payloads: dict[str, bytes],
+        payloads: Payloads,
         path: str,
         fmt: str,
         texts: Texts,
@@ -418,7 +538,7 @@ class DistWriter:
         channel: str,
         old: Record,
         new: Record,
-        payloads: dict[str, bytes],
+        payloads: Payloads,
         path: str,
         fmt: str,
         texts: Texts,
@@ -447,12 +567,12 @@ class DistWriter:
         payloads[path] = data
         return merged
 
-    def _create_or_repair(self, key: str, data: bytes) -> None:
+    def _create_or_repair(self, key: str, data: Payload) -> None:
         """A full render's by-hash write: an existing file with other bytes than its
         name says (damaged) is replaced, so ``reindex`` repairs it.  Content-addressed,
         so every writer of this key writes these same bytes."""
         try:
-            self.storage.write_bytes(key, data, create_only=True)
+            self._write(key, data, create_only=True)
             return
         except PreconditionFailed:
             if key in self._intact:
@@ -467,7 +587,7 @@ class DistWriter:
         except NotFound:
             pass
         log.warning("warning: %s was damaged; written again", key)
-        self.storage.write_bytes(key, data)
+        self._write(key, data)
 
     def _stored_parts(
         self, channel: str, old: Record, path: str, fmt: str
@@ -554,9 +674,7 @@ class DistWriter:
         rec.inrelease = sigs.inrelease.decode("utf-8")
 
     # -- writing plain paths -----------------------------------------------------
-    def _write_plain(
-        self, channel: str, new: Record, old: Record, payloads: dict[str, bytes]
-    ) -> None:
+    def _write_plain(self, channel: str, new: Record, old: Record, payloads: Payloads) -> None:
         """The changed index files at their paths: copies of their by-hash files made
         by the storage (no bytes are sent twice), then the Release files."""
         for path, info in sorted(new.files.items()):

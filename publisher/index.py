@@ -112,6 +112,17 @@ class IndexFile:
         return cls(path, len(data), md5sum, sha256, codecs.layout(parts)), data
 
     @classmethod
+    def joined(
+        cls, path: str, fmt: str, parts: list[codecs.Part], *, md5: bool
+    ) -> tuple[IndexFile, codecs.Joined]:
+        """:meth:`build` without joining the parts: the file's digests over its chunks."""
+        joined = codecs.Joined(fmt, parts)
+        chunks = joined.chunks()
+        md5sum, sha256 = digests(chunks, md5=md5)
+        size = sum(len(c) for c in chunks)
+        return cls(path, size, md5sum, sha256, codecs.layout(parts)), joined
+
+    @classmethod
     def listed(
         cls, path: str, texts: Iterable[tuple[str, bytes | memoryview]], *, md5: bool
     ) -> IndexFile:

@@ -47,7 +47,7 @@ log = logging.getLogger("aptship")
 Progress = Callable[[int], None]
 
 
-@dataclass
+@dataclass(slots=True)
 class PublishResult:
     entry: Entry
     channel: str
@@ -241,6 +241,13 @@ class Repository(ReleaseOps):
         """:meth:`commit_change` up to its render: the commit and its audit event."""
         committed = self.commit(channel, change, restore=restore, since=since)
         (result, changes), head, changed = committed
+        self._audit(channel, action, actor, changes, changed=changed)
+        return result, head
+
+    def _audit(
+        self, channel: str, action: str, actor: str, changes: list[dict[str, Any]], *, changed: bool
+    ) -> None:
+        """:meth:`_commit_audited`'s audit event; a failure to write it is a warning."""
         # Also when the state ended up unchanged but the operation did something: a
         # publish of a version older than the `keep` newest adds it and drops it again.
         if changed or changes:
@@ -255,7 +262,6 @@ class Repository(ReleaseOps):
                     channel,
                     exc.message,
                 )
-        return result, head
 
     def _render_committed(self, channel: str, action: str, head: Head, since: Sweep) -> None:
         """:meth:`commit_change`'s render: a failure leaves it pending, with a warning."""
@@ -334,23 +340,22 @@ class Repository(ReleaseOps):
             suite, batch = next(iter(routed.items()))
             del routed[suite]
             entries = self.engine.prepare(batch, progress)
-            restore = {i.pool_key: fn for i in batch if (fn := self.engine.restorer(i)) is not None}
+            restore = self.engine.restorers(batch, entries)
             del batch
-            chan = self.config.channel(suite)
             actor = current_actor()
-            results, head = self._commit_audited(
-                suite,
-                "publish",
-                actor,
-                self._additions(chan, entries, "publish", actor),
-                restore=restore,
-                since=since,
+            change = self._additions(self.config.channel(suite), entries, "publish", actor)
+            del entries  # held by the change until it is committed
+            (results, changes), head, changed = self.commit(
+                suite, change, restore=restore, since=since
             )
-            # The batch (control texts, hashes, restorers) is not needed by the render,
-            # which reads the committed shards: free it before the indexes are built.
-            del entries, restore
+            # :meth:`_commit_audited` in steps: the batch (control texts, hashes,
+            # restorers) is needed by neither the audit event nor the render, which
+            # reads the committed shards: free it before either is encoded.
+            del change, restore
             out += [r.to_json() for r in results]
             del results
+            self._audit(suite, "publish", actor, changes, changed=changed)
+            del changes
             self._render_committed(suite, "publish", head, since)
         return out
 

@@ -23,7 +23,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from publisher.errors import NotFound, PreconditionFailed, StorageError, SweepBusy
@@ -34,7 +34,9 @@ from publisher.versions import sort_versions
 STATE_PREFIX = ".aptship/state"
 FORMAT = 1
 MAX_ATTEMPTS = 12
-SHARD_CACHE = 64  # immutable shard bodies kept in memory per StateStore
+SHARD_CACHE = 64  # immutable shard bodies kept in memory per StateStore ...
+SHARD_CACHE_BYTES = 1 << 20  # ... up to this many bytes (a 50,000-entry channel's
+# shards are about 180 KiB each: a full import must not keep them all alive)
 T = TypeVar("T")
 
 
@@ -82,7 +84,11 @@ class Entry:
         return self.sha256 == other.sha256 and self.size == other.size
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        # the fields of dataclasses.asdict, without its deep copy of every value
+        return {name: getattr(self, name) for name in _ENTRY_FIELDS}
+
+
+_ENTRY_FIELDS = tuple(Entry.__dataclass_fields__)
 
 
 @dataclass
@@ -116,7 +122,7 @@ class PackageState:
             "entries": [e.to_json() for e in self.entries],
             "pin": self.pin,
             "pin_stack": self.pin_stack,
-            "pin_history": [asdict(p) for p in self.pin_history],
+            "pin_history": [vars(p).copy() for p in self.pin_history],
         }
 
     @classmethod
@@ -254,14 +260,17 @@ class StateStore:
         # Shards are content-addressed and never change, so their bytes can be kept:
         # the render right after a commit then reads no shard it has just written.
         self._shard_bytes: dict[str, bytes] = {}
+        self._cached = 0  # bytes in _shard_bytes
         self._cache_lock = threading.Lock()
 
     def _remember(self, key: str, data: bytes) -> None:
         with self._cache_lock:  # the server shares a repository between threads
-            self._shard_bytes.pop(key, None)
+            self._cached -= len(self._shard_bytes.pop(key, b""))
             self._shard_bytes[key] = data
-            while len(self._shard_bytes) > SHARD_CACHE:
-                del self._shard_bytes[next(iter(self._shard_bytes))]  # oldest first
+            self._cached += len(data)
+            while len(self._shard_bytes) > SHARD_CACHE or self._cached > SHARD_CACHE_BYTES:
+                oldest = next(iter(self._shard_bytes))
+                self._cached -= len(self._shard_bytes.pop(oldest))
 
     def read_head(self, channel: str) -> Head:
         try:
@@ -306,7 +315,11 @@ class StateStore:
 
     def _write_shards(self, state: ChannelState) -> tuple[dict[str, str], dict[str, Restore]]:
         """Write the touched shards; return the new shard map and how to rewrite each
-        new shard (for :func:`publisher.sweep.guard`)."""
+        new shard (for :func:`publisher.sweep.guard`).
+
+        One shard at a time: its bytes are written and dropped before the next is
+        encoded, and a rewrite encodes the shard again (the encoding is deterministic)
+        rather than keeping every new shard's bytes for the commit's duration."""
         shards = dict(state.head.shards)
         written: dict[str, Restore] = {}
         for bucket in sorted(state.dirty):
@@ -319,12 +332,15 @@ class StateStore:
             if shards.get(bucket) == sha:
                 continue
             key = shard_key(state.channel, bucket, sha)
-            restore = functools.partial(self._create, key, data)
-            restore()
-            written[key] = restore
+            self._create(key, data)
+            written[key] = functools.partial(self._recreate, key, shard)
             self._remember(key, data)
+            del data
             shards[bucket] = sha
         return shards, written
+
+    def _recreate(self, key: str, shard: Shard) -> None:
+        self._create(key, encode_shard(shard))
 
     def _create(self, key: str, data: bytes) -> None:
         # content-addressed: an existing object already has these exact bytes

@@ -14,7 +14,7 @@ removed entries, before the state commit, so a failure leaves the state unchange
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -58,8 +58,12 @@ class Engine(Protocol):
         ignore both)."""
         ...
 
-    def restorer(self, info: DebInfo) -> Restore | None:
-        """How to store ``info``'s pool file again if gc took it meanwhile, or None."""
+    def restorers(
+        self, infos: Sequence[DebInfo], entries: Sequence[Entry]
+    ) -> Mapping[str, Restore]:
+        """By pool key, how to store each file of a prepared batch (``infos`` and the
+        ``entries`` :meth:`prepare` made of them) again if gc took it meanwhile; keys
+        without one are absent."""
         ...
 
     @property

@@ -26,7 +26,7 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from publisher.engines import Progress
     from publisher.state import Head, StateStore
     from publisher.storage.base import Storage
-    from publisher.sweep import Sweep
+    from publisher.sweep import Restore, Sweep
 
 log = logging.getLogger("aptship.aptly")
 T = TypeVar("T")
@@ -279,9 +279,11 @@ class AptlyEngine:
 
         self._call(f"upload {name}", send)
 
-    def restorer(self, info: DebInfo) -> None:
+    def restorers(
+        self, infos: Sequence[DebInfo], entries: Sequence[Entry]
+    ) -> Mapping[str, Restore]:
         """aptly's pool is aptly's: nothing of aptship's to restore."""
-        return None
+        return {}
 
     def render(
         self,

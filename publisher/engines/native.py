@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,7 +20,12 @@ if TYPE_CHECKING:
     from publisher.sweep import Restore, Sweep
 
 
-Stored = tuple[dict[str, str], int]  # a pool file's hashes and size
+Stored = tuple[str, str, str, int]  # a pool file's md5, sha1, sha256 and size
+WRITE_SLICE = 4096  # files per LocalStorage.write_files call: its results are per file
+
+
+def _stored(hashes: dict[str, str], size: int) -> Stored:
+    return hashes["md5"], hashes["sha1"], hashes["sha256"], size
 
 
 def _pool_conflict(info: DebInfo) -> ImmutableConflict:
@@ -29,6 +34,36 @@ def _pool_conflict(info: DebInfo) -> ImmutableConflict:
         f"already published as {info.pool_key} with different content; publish a new "
         "version instead (published packages are immutable)"
     )
+
+
+class _Restore:
+    """Store one pool file again (a :data:`Restore`): smaller than a functools.partial,
+    and the guard of a 50,000-file publish asks for one per file."""
+
+    __slots__ = ("engine", "key", "name")
+
+    def __init__(self, engine: NativeEngine, key: str, name: str) -> None:
+        self.engine, self.key, self.name = engine, key, name
+
+    def __call__(self) -> None:
+        self.engine._restore_file(self.key, self.name)
+
+
+class _Restorers(Mapping[str, "Restore"]):
+    """{pool key: how to store its file again}, each callable made when asked for."""
+
+    def __init__(self, engine: NativeEngine, files: dict[str, str]) -> None:
+        self._engine = engine
+        self._files = files  # {pool key: the .deb's file name}
+
+    def __getitem__(self, key: str) -> Restore:
+        return _Restore(self._engine, key, self._files[key])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._files)
+
+    def __len__(self) -> int:
+        return len(self._files)
 
 
 class NativeEngine:
@@ -48,39 +83,64 @@ class NativeEngine:
         """Store the batch's pool files (create-only) and return their entries.
 
         Nothing is written before the whole batch is checked against the pool.  On a
-        backend with batch writes (a local directory) the new files are stored as one
-        durable batch (:meth:`LocalStorage.write_files`); S3 keeps one create-only
-        PUT per file."""
-        known, todo = self._check_against_pool(infos)
+        backend with batch writes (a local directory) the new files are stored as
+        durable batches of WRITE_SLICE files (:meth:`LocalStorage.write_files`), all
+        before the commit; S3 keeps one create-only PUT per file.  Each entry is made
+        as its file is stored (a 50,000-file batch keeps no other record per file)
+        and stamped with one publication time once all are stored."""
+        keys = [info.pool_key for info in infos]  # one string each, shared by the entries
+        known, todo = self._check_against_pool(infos, keys)
+        who = current_actor()
+        same: dict[str, str] = {}  # a package name or architecture repeated in the batch
+        made: dict[str, Entry] = {}  # by pool key
+
+        def make(key: str, info: DebInfo, stored: Stored) -> None:
+            made[key] = self._entry(info, key, stored, who, same)
+
+        for key, (info, stored) in known.items():
+            make(key, info, stored)
+        del known
         batch = self.storage if isinstance(self.storage, BatchWrites) else None
         if batch is not None and len(todo) > 1:
-            puts = batch.write_files([(info.pool_key, info.path) for info in todo])
-            for info, put in zip(todo, puts, strict=True):
-                if put is None:  # stored meanwhile by another publish: same bytes?
-                    known[info.pool_key] = self._compare_stored(info)
-                else:
-                    known[info.pool_key] = (put.hashes, put.size)
-                if progress:
-                    progress(1)
+            # in slices, each durable before the next: only one slice's write results
+            # (hash dicts, ETags) are alive at a time, not 50,000 of them
+            for start in range(0, len(todo), WRITE_SLICE):
+                part = todo[start : start + WRITE_SLICE]
+                puts = batch.write_files([(key, info.path) for key, info in part])
+                for (key, info), put in zip(part, puts, strict=True):
+                    if put is None:  # stored meanwhile by another publish: same bytes?
+                        make(key, info, self._compare_stored(info))
+                    else:
+                        make(key, info, _stored(put.hashes, put.size))
+                    if progress:
+                        progress(1)
+                del puts
         else:
-            for info in todo:
-                known[info.pool_key] = self._store(info)
+            for key, info in todo:
+                make(key, info, self._store(info))
                 if progress:
                     progress(1)
         if progress and len(infos) > len(todo):
             progress(len(infos) - len(todo))
-        when, who = now_iso(), current_actor()  # one string each for the whole batch
-        return [self._entry(info, known[info.pool_key], when, who) for info in infos]
+        when = now_iso()  # one string for the whole batch, once every file is stored
+        for entry in made.values():
+            entry.published_at = when
+        return [made[key] for key in keys]
 
     def restore(self, info: DebInfo) -> None:
         """Store ``info``'s file again (gc deleted it while a publish of it was in flight)."""
-        self._restore_file(info.pool_key, info.path)
+        self._restore_file(info.pool_key, os.fspath(info.path))
 
-    def restorer(self, info: DebInfo) -> Restore:
-        # the key and the file only: a batch's control texts are not kept alive by it
-        return functools.partial(self._restore_file, info.pool_key, info.path)
+    def restorers(
+        self, infos: Sequence[DebInfo], entries: Sequence[Entry]
+    ) -> Mapping[str, Restore]:
+        # each entry's key and its file's name only: neither the batch's control texts
+        # nor its Path objects are kept alive, nor a callable per file
+        files = {e.filename: os.fspath(i.path) for i, e in zip(infos, entries, strict=True)}
+        return _Restorers(self, files)
 
-    def _restore_file(self, key: str, path: Path) -> None:
+    def _restore_file(self, key: str, name: str) -> None:
+        path = Path(name)
         try:
             with path.open("rb") as fh:
                 self.storage.write_stream(
@@ -111,16 +171,15 @@ class NativeEngine:
             return hash_stream(fh, ("sha256",))["sha256"]
 
     def _check_against_pool(
-        self, infos: Sequence[DebInfo]
-    ) -> tuple[dict[str, Stored], list[DebInfo]]:
+        self, infos: Sequence[DebInfo], keys: Sequence[str]
+    ) -> tuple[dict[str, tuple[DebInfo, Stored]], list[tuple[str, DebInfo]]]:
         """Refuse a batch that would change an existing pool file, or that holds two
-        different files for one pool key.  Returns the hashes known by pool key (of
-        files already stored) and the files to store, one per new key."""
-        known: dict[str, Stored] = {}
+        different files for one pool key.  Returns the files already stored with their
+        hashes, by pool key, and the files to store, one per new key."""
+        known: dict[str, tuple[DebInfo, Stored]] = {}
         first: dict[str, DebInfo] = {}
-        todo: list[DebInfo] = []
-        for info in infos:
-            key = info.pool_key
+        todo: list[tuple[str, DebInfo]] = []
+        for info, key in zip(infos, keys, strict=True):
             earlier = first.get(key)
             if earlier is not None:  # the same key twice in the batch: the same bytes?
                 if hash_file(info.path)["sha256"] != hash_file(earlier.path)["sha256"]:
@@ -130,9 +189,9 @@ class NativeEngine:
             # A single file needs no look-up: its create-only write refuses to replace
             # an existing pool file, and _store then compares the content.
             if len(infos) > 1 and self.storage.exists(key):
-                known[key] = self._compare_stored(info)
+                known[key] = (info, self._compare_stored(info))
             else:
-                todo.append(info)
+                todo.append((key, info))
         return known, todo
 
     def _compare_stored(self, info: DebInfo) -> Stored:
@@ -140,7 +199,7 @@ class NativeEngine:
         hashes = hash_file(info.path)
         if self._stored_sha256(info.pool_key) != hashes["sha256"]:
             raise _pool_conflict(info)
-        return hashes, info.size
+        return _stored(hashes, info.size)
 
     def _store(self, info: DebInfo) -> Stored:
         """Store one file create-only; its hashes (those of the stored file, if it was
@@ -155,20 +214,20 @@ class NativeEngine:
                 )
         except PreconditionFailed:
             return self._compare_stored(info)
-        return put.hashes, put.size
+        return _stored(put.hashes, put.size)
 
-    def _entry(self, info: DebInfo, stored: Stored, when: str, who: str) -> Entry:
-        hashes, size = stored
+    @staticmethod
+    def _entry(info: DebInfo, key: str, stored: Stored, who: str, same: dict[str, str]) -> Entry:
+        md5, sha1, sha256, size = stored
         return Entry(
-            package=info.package,
+            package=same.setdefault(info.package, info.package),
             version=info.version,
-            architecture=info.architecture,
-            filename=info.pool_key,
+            architecture=same.setdefault(info.architecture, info.architecture),
+            filename=key,
             size=size,
-            md5=hashes["md5"],
-            sha1=hashes["sha1"],
-            sha256=hashes["sha256"],
+            md5=md5,
+            sha1=sha1,
+            sha256=sha256,
             control=info.control,
-            published_at=when,
             published_by=who,
         )
