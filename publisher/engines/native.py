@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -129,14 +128,14 @@ class NativeEngine:
 
     def restore(self, info: DebInfo) -> None:
         """Store ``info``'s file again (gc deleted it while a publish of it was in flight)."""
-        self._restore_file(info.pool_key, os.fspath(info.path))
+        self._restore_file(info.pool_key, info.file)
 
     def restorers(
         self, infos: Sequence[DebInfo], entries: Sequence[Entry]
     ) -> Mapping[str, Restore]:
         # each entry's key and its file's name only: neither the batch's control texts
         # nor its Path objects are kept alive, nor a callable per file
-        files = {e.filename: os.fspath(i.path) for i, e in zip(infos, entries, strict=True)}
+        files = {e.filename: i.file for i, e in zip(infos, entries, strict=True)}
         return _Restorers(self, files)
 
     def _restore_file(self, key: str, name: str) -> None:
