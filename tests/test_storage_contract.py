@@ -371,3 +371,22 @@ def test_sizes_of_present_keys_only(storage: Storage, count: int) -> None:
     asked = [*keys, "pool/main/z/absent.deb", "../outside.deb", "pool/../x.deb"]
     sizes = storage.sizes(asked)
     assert sizes == {key: i for i, key in enumerate(keys) if i % 3}
+
+
+def test_local_sizes_follow_links_only_inside_the_root(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "repo")
+    storage.write_bytes("pool/main/a/app/app_1.deb", b"12345")
+    outside = tmp_path / "secret.deb"
+    outside.write_bytes(b"x" * 9)
+    pool = tmp_path / "repo/pool/main/a/app"
+    (pool / "escape.deb").symlink_to(outside)
+    (pool / "inside.deb").symlink_to(pool / "app_1.deb")
+    (tmp_path / "repo/pool/main/b").symlink_to(tmp_path)  # a directory link out
+    (tmp_path / "secret2.deb").write_bytes(b"y")
+    keys = [
+        "pool/main/a/app/app_1.deb",
+        "pool/main/a/app/escape.deb",
+        "pool/main/a/app/inside.deb",
+        "pool/main/b/secret2.deb",
+    ]
+    assert storage.sizes(keys) == {"pool/main/a/app/app_1.deb": 5, "pool/main/a/app/inside.deb": 5}
