@@ -253,7 +253,7 @@ class DistWriter:
             except SweepBusy:
                 time.sleep(0.05 + 0.25 * random.random())  # noqa: S311 - jitter, not crypto
                 continue  # a by-hash file it needs is in a gc sweep: wait for the sweep
-            self._write_plain(channel, new, record, payloads)
+            self._write_plain(channel, new, record, payloads, full=full)
             self._settle(channel, new)
             return head.generation
         raise StorageError(f"channel {channel!r} kept changing while rendering; try again")
@@ -674,11 +674,19 @@ class DistWriter:
         rec.inrelease = sigs.inrelease.decode("utf-8")
 
     # -- writing plain paths -----------------------------------------------------
-    def _write_plain(self, channel: str, new: Record, old: Record, payloads: Payloads) -> None:
+    def _write_plain(
+        self, channel: str, new: Record, old: Record, payloads: Payloads, *, full: bool
+    ) -> None:
         """The changed index files at their paths: copies of their by-hash files made
-        by the storage (no bytes are sent twice), then the Release files."""
+        by the storage (no bytes are sent twice), then the Release files.  Last, an
+        index that is now only listed loses the file a previous configuration wrote
+        at its path (``plain`` dropped from index_formats): its content is stale."""
+        stale = []
         for path, info in sorted(new.files.items()):
             if not served(self.config, path):
+                was = old.files.get(path)
+                if (full and old.files) or (was is not None and was.stored):
+                    stale.append(dists_key(channel, path))
                 continue
             if (
                 path in payloads
@@ -687,6 +695,8 @@ class DistWriter:
             ):
                 self._copy_from_by_hash(channel, path, info)
         self._write_release(channel, new)
+        for key in stale:
+            self.storage.delete(key)
 
     def _copy_from_by_hash(self, channel: str, path: str, info: IndexFile) -> None:
         self.storage.copy(dists_key(channel, info.by_hash()[0]), dists_key(channel, path))

@@ -163,3 +163,22 @@ def test_apt_accepts_a_listed_only_plain_index_after_incremental_publishes(
         repo.publish("dev", [newer])
         apt.update_clean()
         assert apt.fetch("app=2.0-1") == newer.read_bytes()
+
+
+def test_dropping_plain_removes_the_stale_file_at_its_path(
+    make_repo: RepoFactory, debs: Callable[..., Path], tmp_path: Path
+) -> None:
+    """A repository that wrote the uncompressed Packages (plain in index_formats, the
+    default before) stops serving it: the next publish deletes the file, whose
+    content no Release lists any more, and verify stays clean."""
+    plain = tmp_path / "repo/dists/dev/main/binary-amd64/Packages"
+    make_repo(index_formats=["plain", "gz", "xz"]).publish("dev", [debs("app", "1.0-1")])
+    assert plain.exists()
+    repo = make_repo()
+    repo.publish("dev", [debs("app", "1.1-1")])
+    assert not plain.exists()
+    assert verify(repo) == [] and verify(repo, fast=True) == []
+    plain.write_bytes(b"Package: stale\n")  # left by anything else: reindex removes it
+    assert verify(repo) != []
+    repo.reindex(["dev"])
+    assert not plain.exists() and verify(repo) == []
