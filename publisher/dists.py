@@ -38,6 +38,7 @@ from publisher.errors import NotFound, PreconditionFailed, StorageError, SweepBu
 from publisher.index import (
     PARALLEL_HASH_MIN,
     IndexFile,
+    PlainText,
     index_path,
     release_date,
     render_release,
@@ -142,35 +143,22 @@ class Record:
         )
 
 
-class _PlainIndex:
-    """A full render's uncompressed ``Packages``, bucket by bucket: its digests, size
-    and layout.  Its texts are kept for writing it only when it is stored, and only
-    while it is small or no compressed format is rendered to unpack it from."""
+class _PlainIndex(PlainText):
+    """A full render's uncompressed ``Packages``, bucket by bucket.  Its texts are
+    kept for writing it only when it is stored, and only while it is small or no
+    compressed format is rendered to unpack it from."""
 
     def __init__(self, *, stored: bool, packed: bool, md5: bool) -> None:
-        # MD5 only when Release lists MD5Sum (repository.release_hashes)
-        self.md5 = hashlib.md5(usedforsecurity=False) if md5 else None
-        self.sha256 = hashlib.sha256()
-        self.size = 0
-        self.layout: codecs.Layout = []
+        super().__init__(md5=md5)
         self.texts: list[bytes] | None = [] if stored else None
         self.packed = packed
 
-    def add(self, bucket: str, text: bytes) -> None:
-        if self.md5 is not None:
-            self.md5.update(text)
-        self.sha256.update(text)
-        self.size += len(text)
-        self.layout.append([bucket, len(text)])
+    def add(self, bucket: str, text: bytes | memoryview) -> None:
+        super().add(bucket, text)
         if self.texts is not None:
-            self.texts.append(text)
+            self.texts.append(bytes(text))
             if self.packed and self.size >= UNPACK_MIN:
                 self.texts = None  # written from the compressed parts (payload())
-
-    def file(self, path: str, *, stored: bool) -> IndexFile:
-        md5 = self.md5.hexdigest() if self.md5 is not None else ""
-        sha256 = self.sha256.hexdigest()
-        return IndexFile(path, self.size, md5, sha256, self.layout, stored=stored)
 
     def payload(self, fmt: str, data: Payload | None, info: IndexFile | None) -> Payload:
         """The file's bytes, or (when too large to keep) ``data``, the same index

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,17 +129,10 @@ class IndexFile:
         """A file that is only listed in Release: its digests over ``texts`` (bucket,
         text) in order, each byte hashed once, the whole never joined, and each text
         hashed as soon as it comes."""
-        lay: codecs.Layout = []
-        sizes: list[int] = []
-
-        def chunks() -> Iterator[bytes | memoryview]:
-            for bucket, text in texts:
-                lay.append([bucket, len(text)])
-                sizes.append(len(text))
-                yield text
-
-        md5sum, sha256 = digests(chunks(), md5=md5)
-        return cls(path, sum(sizes), md5sum, sha256, lay, stored=False)
+        plain = PlainText(md5=md5)
+        for bucket, text in texts:
+            plain.add(bucket, text)
+        return plain.file(path, stored=False)
 
     def by_hash(self) -> list[str]:
         """Paths (below dists/<channel>/) of this file's by-hash copies."""
@@ -167,6 +160,28 @@ class IndexFile:
             layout=lay,
             stored=data.get("stored", True) is not False,
         )
+
+
+class PlainText:
+    """The uncompressed ``Packages`` fed bucket by bucket: its size, layout and
+    digests (MD5 only when Release lists MD5Sum), without keeping the text."""
+
+    def __init__(self, *, md5: bool) -> None:
+        self.md5 = hashlib.md5(usedforsecurity=False) if md5 else None
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+        self.layout: codecs.Layout = []
+
+    def add(self, bucket: str, text: bytes | memoryview) -> None:
+        if self.md5 is not None:
+            self.md5.update(text)
+        self.sha256.update(text)
+        self.size += len(text)
+        self.layout.append([bucket, len(text)])
+
+    def file(self, path: str, *, stored: bool) -> IndexFile:
+        md5 = self.md5.hexdigest() if self.md5 is not None else ""
+        return IndexFile(path, self.size, md5, self.sha256.hexdigest(), self.layout, stored=stored)
 
 
 def splice(old: list[codecs.Part], new: Mapping[str, codecs.Part | None]) -> list[codecs.Part]:
