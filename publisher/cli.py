@@ -32,7 +32,7 @@ from publisher.errors import AptshipError, InvalidPackage, UsageError
 # Commands defined in other modules (each module's ``COMMANDS``), by name: a module
 # is imported only when one of its commands runs or help lists every command, so a
 # publish does not pay for the server's and the builder's imports.
-# tests/test_cli.py checks this map against the modules.
+# tests/test_cli_reference.py checks this map against the modules.
 COMMAND_MODULES = {
     "debianize": "publisher.cli_build",
     "build": "publisher.cli_build",
