@@ -7,7 +7,7 @@ Run by hand with::
 
 Environment: ``APTSHIP_BIND`` (default ``127.0.0.1:8080``), ``APTSHIP_WORKERS``
 (default 2), ``APTSHIP_THREADS`` (default 128), ``PROMETHEUS_MULTIPROC_DIR`` (default:
-a fresh temp directory).  Command-line flags (``--bind``...) override this file.
+a fresh temp directory, removed on exit).  Command-line flags (``--bind``...) override this file.
 
 Slow clients (docs/security.md): the worker class is gthread with a header deadline
 (``repo_server.worker.AptshipWorker``, ``limits.header_timeout``); bodies have their
@@ -20,15 +20,15 @@ nginx in front (it buffers slow clients before they reach a thread).
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 # prometheus-client picks its multiprocess mode when it is first imported, which
 # happens in the workers (no preload), after this file has set the directory.
-_metrics_dir: str = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(
-    prefix="aptship-metrics-"
-)
+_given_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+_metrics_dir: str = _given_dir or tempfile.mkdtemp(prefix="aptship-metrics-")
 os.makedirs(_metrics_dir, exist_ok=True)
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
 
@@ -68,6 +68,12 @@ def on_starting(server: Any) -> None:
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
+
+
+def on_exit(server: Any) -> None:
+    """Remove the metrics directory this file made (one the environment named stays)."""
+    if not _given_dir:
+        shutil.rmtree(_metrics_dir, ignore_errors=True)
 
 
 def post_worker_init(worker: Any) -> None:

@@ -37,10 +37,16 @@ class LiveServer:
 
 
 @contextlib.contextmanager
-def start_server(config: Path, workdir: Path, workers: int = 2) -> Iterator[LiveServer]:
+def start_server(
+    config: Path, workdir: Path, workers: int = 2, env: dict[str, str] | None = None
+) -> Iterator[LiveServer]:
+    """``env`` replaces the metrics directory this gives the server (``{}``: none)."""
     port = free_port()
-    metrics = workdir / "metrics"
-    metrics.mkdir(parents=True)
+    workdir.mkdir(parents=True)
+    if env is None:
+        (workdir / "metrics").mkdir()
+        env = {"PROMETHEUS_MULTIPROC_DIR": str(workdir / "metrics")}
+    base = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
     stdout, stderr = workdir / "gunicorn.out", workdir / "gunicorn.err"
     with stdout.open("wb") as out, stderr.open("wb") as err:
         proc = subprocess.Popen(
@@ -56,7 +62,7 @@ def start_server(config: Path, workdir: Path, workers: int = 2) -> Iterator[Live
             ],
             stdout=out,
             stderr=err,
-            env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics)},
+            env={**base, **env},
         )
     server = LiveServer(f"http://127.0.0.1:{port}", config, stdout, stderr, proc)
     try:

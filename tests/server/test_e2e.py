@@ -81,6 +81,30 @@ def deployed(
         assert secret not in logs, "a token leaked into the server log"
 
 
+def test_serve_removes_the_metrics_directory_it_made(
+    make_env: EnvFactory, tmp_path: Path, tools: None
+) -> None:
+    """Without PROMETHEUS_MULTIPROC_DIR the server makes a temp directory, and removes
+    it when it stops; a directory the environment names is the operator's, and stays."""
+    env = make_env({"type": "local", "path": str(tmp_path / "repo")}, tokens=False)
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    with start_server(env.config_path, tmp_path / "made", env={"TMPDIR": str(temp)}) as server:
+        made = list(temp.glob("aptship-metrics-*"))
+        assert len(made) == 1, made
+        assert requests.get(f"{server.url}/healthz", timeout=10).status_code == 200
+        assert list(made[0].glob("*.db")), "the workers keep their metrics there"
+    assert server.proc.returncode == 0, server.logs()
+    assert not made[0].exists(), "the server left its metrics directory behind"
+
+    named = tmp_path / "named"
+    named.mkdir()
+    given = {"TMPDIR": str(temp), "PROMETHEUS_MULTIPROC_DIR": str(named)}
+    with start_server(env.config_path, tmp_path / "given", env=given) as server:
+        assert requests.get(f"{server.url}/healthz", timeout=10).status_code == 200
+    assert named.is_dir() and not list(temp.glob("aptship-metrics-*"))
+
+
 def setup_host(deployed: Deployed, root: Path, who: str = "host") -> AptEnv:
     """An isolated apt configured by running the server's setup script."""
     return set_up_host(deployed.url, "dev", deployed.secrets[who], root)
