@@ -27,6 +27,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO, cast
 
+from isal import igzip, isal_zlib
+
 # A part's data is a view into the file it was split from (no copy) or new bytes.
 Part = tuple[str, bytes | memoryview, tuple[int | str, ...]]
 Layout = list[list[object]]  # [[bucket, length, *meta], ...] as stored in JSON
@@ -142,14 +144,39 @@ def _frame(fmt: str, parts: Sequence[Part]) -> tuple[bytes, bytes]:
     raise ValueError(f"unknown index format {fmt!r}")
 
 
+# isal's stubs declare its error class as an instance
+_ISAL_ERROR: type[Exception] = cast("type[Exception]", isal_zlib.error)
+# What reading damaged gzip data raises (a truncated file, a bad header, a bad block).
+GZIP_ERRORS: tuple[type[Exception], ...] = (OSError, EOFError, zlib.error, _ISAL_ERROR)
+
+
+def gunzip_member(data: bytes | memoryview) -> bytes:
+    """One gzip member's text, with ISA-L's inflate (the same bytes as zlib, in about
+    half the time).  Damaged data raises ValueError."""
+    try:
+        return isal_zlib.decompress(data, wbits=31)
+    except _ISAL_ERROR as exc:
+        raise ValueError(f"damaged gzip data ({exc})") from exc
+
+
+def open_gzip(raw: BinaryIO) -> BinaryIO:
+    """A reader of the text of a gzip file (all its members) over ``raw``; damaged data
+    raises one of :data:`GZIP_ERRORS`."""
+    return cast(BinaryIO, igzip.GzipFile(fileobj=raw, mode="rb"))  # type: ignore[no-untyped-call]
+
+
 def part_text(fmt: str, part: Part) -> bytes | memoryview:
-    """The uncompressed text of one part made by :func:`make_part`."""
+    """The uncompressed text of one part made by :func:`make_part` (ValueError when
+    it is damaged)."""
     if fmt == "plain":
         return part[1]
     if fmt == "gz":
-        return zlib.decompress(part[1], wbits=31)  # one gzip member (make_part)
+        return gunzip_member(part[1])  # one gzip member (make_part)
     if fmt == "xz":
-        return lzma.decompress(join("xz", [part]), format=lzma.FORMAT_XZ)
+        try:
+            return lzma.decompress(join("xz", [part]), format=lzma.FORMAT_XZ)
+        except lzma.LZMAError as exc:
+            raise ValueError(f"damaged xz data ({exc})") from exc
     raise ValueError(f"unknown index format {fmt!r}")
 
 

@@ -16,13 +16,13 @@ must exist (the full check reads and hashes them and walks every entry).
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import lzma
 import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, BinaryIO
 
+from publisher import codecs
 from publisher.dists import dists_key, read_record, served
 from publisher.errors import NotFound, StorageError
 from publisher.index import SUFFIX
@@ -124,6 +124,9 @@ def _index_problems(
     return problems
 
 
+_UNREADABLE: tuple[type[Exception], ...] = (*codecs.GZIP_ERRORS, lzma.LZMAError, NotFound)
+
+
 def _listed_problems(
     repo: Repository,
     channel: str,
@@ -134,11 +137,8 @@ def _listed_problems(
 ) -> list[str]:
     """A listed-only uncompressed index: its digest is the decompressed text of the
     compressed files served beside it (streamed, bounded memory)."""
-    import gzip
-    import lzma
-
     problems: list[str] = []
-    for suffix, opener in ((".gz", gzip.open), (".xz", lzma.open)):
+    for suffix, opener in ((".gz", codecs.open_gzip), (".xz", lzma.open)):
         if path + suffix not in files:
             continue
         h, n = hashlib.sha256(), 0
@@ -148,7 +148,7 @@ def _listed_problems(
                 while chunk := fh.read(CHUNK):
                     h.update(chunk)
                     n += len(chunk)
-        except (OSError, EOFError, lzma.LZMAError, NotFound) as exc:
+        except _UNREADABLE as exc:
             problems.append(f"{dists_key(channel, path + suffix)}: cannot decompress ({exc})")
             continue
         if (h.hexdigest(), n) != (sha256, size):
@@ -262,7 +262,7 @@ def _text_chunks(raw: BinaryIO, fmt: str) -> Iterator[bytes]:
         while chunk := raw.read(CHUNK):
             yield chunk
         return
-    with gzip.GzipFile(fileobj=raw) if fmt == "gz" else lzma.LZMAFile(raw) as fh:
+    with codecs.open_gzip(raw) if fmt == "gz" else lzma.LZMAFile(raw) as fh:
         while chunk := fh.read(CHUNK):
             yield chunk
 

@@ -182,3 +182,45 @@ def test_dropping_plain_removes_the_stale_file_at_its_path(
     assert verify(repo) != []
     repo.reindex(["dev"])
     assert not plain.exists() and verify(repo) == []
+
+
+def _damage_member(path: Path, layout: list[list[object]], member: int) -> None:
+    """Make the first deflate block of one gzip member of a parts file invalid (block
+    type 3), leaving the gzip header and trailer that the layout check reads intact."""
+    start = len(gzip.compress(b"", mtime=0)) + sum(int(str(row[1])) for row in layout[:member])
+    data = bytearray(path.read_bytes())
+    data[start + 10 : start + 26] = b"\xff" * 16  # after the 10-byte gzip header
+    path.write_bytes(bytes(data))
+
+
+def test_a_damaged_stored_index_part_renders_in_full(
+    make_repo: RepoFactory, debs: Callable[..., Path], tmp_path: Path
+) -> None:
+    """The next publish reads the unchanged parts of the stored Packages.gz back (the
+    listed Packages' digests): a damaged part makes it render in full, which writes
+    sound files, instead of failing."""
+    repo = make_repo()
+    names = [f"pkg{i}" for i in range(12)]
+    repo.publish("dev", [debs(n, "1.0-1") for n in names])
+    info = read_record(repo.storage, "dev").files["main/binary-amd64/Packages.gz"]
+    damaged = str(info.layout[0][0])
+    other = next(n for n in names if bucket_of(n) != damaged)
+    _damage_member(tmp_path / "repo/dists/dev" / info.by_hash()[0], info.layout, 0)
+    repo.publish("dev", [debs(other, "2.0-1")])
+    check_listed_plain(repo, tmp_path / "repo")
+
+
+def test_verify_reports_a_damaged_gz_index(
+    make_repo: RepoFactory, debs: Callable[..., Path], tmp_path: Path
+) -> None:
+    """A Packages.gz whose deflate data is damaged is a problem verify names, not an
+    error verify dies of.  The file is a hard link of its by-hash copy: the fast
+    check finds that copy's content other than its name."""
+    repo = make_repo()
+    repo.publish("dev", [debs(f"pkg{i}", "1.0-1") for i in range(12)])
+    info = read_record(repo.storage, "dev").files["main/binary-amd64/Packages.gz"]
+    _damage_member(tmp_path / "repo/dists/dev/main/binary-amd64/Packages.gz", info.layout, 0)
+    problems = verify(repo)
+    assert any("main/binary-amd64/Packages.gz: cannot decompress" in p for p in problems), problems
+    by_hash = f"dists/dev/{info.by_hash()[0]}: content does not match its name"
+    assert by_hash in verify(repo, fast=True)
