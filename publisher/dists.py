@@ -27,7 +27,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,6 +63,26 @@ FULL_RENDER_AHEAD = 8  # buckets a full render's compression may be behind its r
 # uncompressed Packages from the gz parts, decompressed one at a time
 # (codecs.Unpacked; 37 MB at 50,000 entries)
 UNPACK_MIN = 1 << 20
+
+
+@contextlib.contextmanager
+def _beside(parallel: bool) -> Iterator[Callable[..., Future[Any]]]:
+    """Submit calls to one side thread (``parallel``), or run them at once; futures
+    either way."""
+    if parallel:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            yield pool.submit
+        return
+
+    def now(fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        try:
+            future.set_result(fn(*args))
+        except Exception as exc:  # re-raised by result(), as from a thread
+            future.set_exception(exc)
+        return future
+
+    yield now
 
 
 def rendered_formats(config: Config) -> tuple[str, ...]:
@@ -367,14 +387,22 @@ class DistWriter:
         by_arch, pins = self._bucket_texts(chan, view, changed)
         new = Record(generation=head.generation, shards=dict(head.shards))
         payloads: Payloads = {}
+        # gz first: the listed Packages' text comes from its parts (the cheapest to
+        # decompress), and on a local directory the other formats are spliced in a
+        # side thread meanwhile (zlib, lzma and hashlib release the GIL).  Elsewhere
+        # (S3) requests go one at a time, as the fault-injection suites count them.
+        first, *others = sorted(rendered_formats(self.config), key=lambda fmt: fmt != "gz")
+        listed = "plain" not in (first, *others)
         for arch in chan.architectures:
             texts = by_arch[arch]
-            merged: dict[str, list[codecs.Part] | None] = {}
-            for fmt in rendered_formats(self.config):
-                path = index_path(arch, fmt)
-                merged[fmt] = self._splice_file(view, old, new, payloads, path, fmt, texts, False)
-            if "plain" not in merged:
-                self._list_plain(view.channel, old, new, arch, texts, merged)
+            splice = functools.partial(self._splice_file, view, old, new, payloads)
+            merged = {first: splice(index_path(arch, first), first, texts, False)}
+            with _beside(listed and self.storage.name == "local") as run:
+                rest = [run(splice, index_path(arch, fmt), fmt, texts, False) for fmt in others]
+                if listed:
+                    self._list_plain(view.channel, old, new, arch, texts, merged)
+                for future in rest:
+                    future.result()
         # The channel's pins travel in the signed suite as one more index (docs/hosts.md).
         self._splice_file(view, old, new, payloads, PINS_PATH, "plain", pins, False)
         return new, payloads
