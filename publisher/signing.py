@@ -21,6 +21,7 @@ import contextlib
 import functools
 import hashlib
 import io
+import itertools
 import json
 import os
 import shutil
@@ -329,6 +330,7 @@ class Gpgv:
             raise SigningError("gpgv is not installed (Debian package gpgv)")
         self._tmp = tempfile.TemporaryDirectory(prefix="aptship-gpgv-")
         self.dir = Path(self._tmp.name)
+        self._calls = itertools.count()
         (self.dir / "key.asc").write_bytes(keyring_asc)
         self.keyring = self.dir / "keyring.gpg"
         dearmor = subprocess.run(
@@ -353,13 +355,16 @@ class Gpgv:
         self._tmp.cleanup()
 
     def check(self, signed: bytes, data: bytes | None = None) -> GpgvResult:
+        """One gpgv run; several may run at once (each has its own files)."""
         if self.error:
             return GpgvResult(False, self.error, [])
-        (self.dir / "sig").write_bytes(signed)
-        args = ["gpgv", "--status-fd", "1", "--keyring", str(self.keyring), str(self.dir / "sig")]
+        n = next(self._calls)
+        sig = self.dir / f"sig-{n}"
+        sig.write_bytes(signed)
+        args = ["gpgv", "--status-fd", "1", "--keyring", str(self.keyring), str(sig)]
         if data is not None:
-            (self.dir / "data").write_bytes(data)
-            args.append(str(self.dir / "data"))
+            (self.dir / f"data-{n}").write_bytes(data)
+            args.append(str(self.dir / f"data-{n}"))
         proc = subprocess.run(args, capture_output=True, check=False)
         signers = []
         for line in proc.stdout.decode(errors="replace").splitlines():

@@ -20,6 +20,7 @@ import hashlib
 import lzma
 import re
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, BinaryIO
 
 from publisher import codecs
@@ -27,7 +28,7 @@ from publisher.dists import dists_key, read_record, served
 from publisher.errors import NotFound, StorageError
 from publisher.index import SUFFIX
 from publisher.signing import Gpgv, key_matches
-from publisher.state import STATE_PREFIX, shard_key
+from publisher.state import shard_key
 
 if TYPE_CHECKING:
     from publisher.repo import Repository
@@ -178,9 +179,10 @@ def verify_channel(
         release_gpg = storage.read_bytes(dists_key(channel, "Release.gpg"))
     except NotFound as exc:
         return [f"{channel}: {exc.message}; run `aptship reindex`"]
-    with Gpgv(keyring) as gpgv:
+    with Gpgv(keyring) as gpgv, ThreadPoolExecutor(max_workers=1) as side:
+        detached = side.submit(gpgv.check, release_gpg, release)  # two gpgv at once
         checked = gpgv.check(inrelease)
-        detached_ok = gpgv.check(release_gpg, release).ok
+        detached_ok = detached.result().ok
     if not checked.ok:
         out = checked.output.strip()
         last = out.splitlines()[-1] if out else "gpgv failed"
@@ -219,8 +221,9 @@ def verify_channel(
 
 
 def _shards_present(repo: Repository, channel: str, shards: dict[str, str]) -> list[str]:
-    """Every shard the head names exists (one listing; the full check reads them)."""
-    present = {o.key for o in repo.storage.list(f"{STATE_PREFIX}/{channel}/shards/")}
+    """Every shard the head names exists (:meth:`Storage.sizes`; the full check reads
+    them)."""
+    present = repo.storage.sizes([shard_key(channel, b, sha) for b, sha in shards.items()])
     return [
         _lost_shard(channel, bucket, sha, f"{shard_key(channel, bucket, sha)} not found")
         for bucket, sha in sorted(shards.items())

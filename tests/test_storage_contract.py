@@ -390,3 +390,26 @@ def test_local_sizes_follow_links_only_inside_the_root(tmp_path: Path) -> None:
         "pool/main/b/secret2.deb",
     ]
     assert storage.sizes(keys) == {"pool/main/a/app/app_1.deb": 5, "pool/main/a/app/inside.deb": 5}
+
+
+def test_check_key_fast_path_agrees_with_the_full_checks() -> None:
+    """check_key takes one regular expression for plain ASCII keys: it accepts
+    exactly the keys the full checks accept, hostile ones included."""
+    from publisher.storage import keys
+
+    segments = ["a", "pool", "x" * 255, "x" * 256, ".", "..", ".hidden", "a.b", "-x", "é",
+                "a b", "a\\b", "a\x00b", "a\x1fb", "a\x7fb", "", "~u", "a+b:c@d=e,f"]  # fmt: skip
+    candidates = [*UNSAFE_KEYS, "pool/main/a/app/app_1.0-1_amd64.deb", "dists/x/InRelease"]
+    candidates += [f"{a}/{b}" for a in segments for b in segments] + segments
+    candidates += [f"/{s}" for s in segments] + [f"{s}/" for s in segments]
+    for key in candidates:
+        try:
+            slow: bool | None = keys._check_key(key) == key
+        except UsageError:
+            slow = None
+        try:
+            fast: bool | None = keys.check_key(key) == key
+        except UsageError:
+            fast = None
+        assert fast == slow, key
+    assert keys._PLAIN_KEY.fullmatch("pool/main/a/app/app_1.0-1_amd64.deb")  # the fast path

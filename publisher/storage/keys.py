@@ -14,10 +14,20 @@ from publisher.errors import UsageError
 
 MAX_SEGMENT = 255
 _CONTROL = re.compile("[\x00-\x1f\x7f]")
+# The common case in one match: ASCII segments of 1 to 255 of these characters, none
+# starting with "." (so none is "." or ".."); every other key takes the full checks.
+_PLAIN = r"[\w+~:@=,-][\w.+~:@=,-]{0,254}"
+_PLAIN_KEY = re.compile(rf"{_PLAIN}(?:/{_PLAIN})*", re.ASCII)
 
 
 def check_key(key: str) -> str:
     """Return ``key`` if it is a safe relative storage key, else raise UsageError."""
+    if isinstance(key, str) and _PLAIN_KEY.fullmatch(key):
+        return key
+    return _check_key(key)
+
+
+def _check_key(key: str) -> str:
     if not key or not isinstance(key, str):
         raise UsageError("empty storage key")
     if key.startswith("/") or "\\" in key or "\x00" in key:
