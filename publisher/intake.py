@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -43,8 +44,10 @@ def inspect_all(paths: Sequence[str | Path], limits: LimitsConfig) -> list[DebIn
     from concurrent.futures.process import BrokenProcessPool
 
     chunks = [paths[i : i + CHUNK] for i in range(0, len(paths), CHUNK)]
-    # spawn, not fork: the caller may have threads (a server, a test harness)
-    context = multiprocessing.get_context("spawn")
+    # fork (no start-up: about 0.2 s less) only when this process has no other thread
+    # that could hold a lock in the copy; with threads (a server, a test harness), spawn
+    alone = threading.active_count() == 1
+    context = multiprocessing.get_context("fork" if alone else "spawn")
     infos: list[DebInfo] = []
     try:
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:

@@ -5,16 +5,19 @@ all before the commit)."""
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
 import shutil
+import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from publisher import intake
 from publisher.config import LimitsConfig
-from publisher.debfile import inspect_deb
+from publisher.debfile import DebInfo, inspect_deb
 from publisher.errors import ControlRejected, InvalidPackage
 from publisher.repo import Repository
 from publisher.storage import local
@@ -30,14 +33,42 @@ def small_pool(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(intake, "CHUNK", 2)
 
 
+@pytest.mark.parametrize("start", ["fork", "spawn"])
 def test_workers_inspect_in_order(
-    small_pool: None, debs: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+    small_pool: None, debs: Callable[..., Path], monkeypatch: pytest.MonkeyPatch, start: str
 ) -> None:
+    """Workers are forked when this process has no other thread, else spawned (a
+    thread alive here: a server's, a harness's); the parent never inspects."""
     paths = [debs(f"app{i}", f"1.{i}") for i in range(5)]
-    # the parent process never inspects: the spawned workers import the real module
-    monkeypatch.setattr(intake, "inspect_deb", None)
-    infos = intake.inspect_all(paths, LimitsConfig())
+    parent = os.getpid()
+
+    def in_a_worker(path: str | Path, limits: LimitsConfig) -> DebInfo:
+        assert os.getpid() != parent, "the parent process inspected a file"
+        return inspect_deb(path, limits)
+
+    # forked workers inherit this patch; spawned ones import the real module
+    monkeypatch.setattr(intake, "inspect_deb", in_a_worker)
+    contexts: list[str | None] = []
+    get_context = multiprocessing.get_context
+
+    def recording(method: str | None = None) -> Any:
+        contexts.append(method)
+        return get_context(method)
+
+    monkeypatch.setattr(multiprocessing, "get_context", recording)
+    other = threading.Event()
+    thread = threading.Thread(target=other.wait)
+    if start == "spawn":
+        thread.start()
+    try:
+        assert (threading.active_count() == 1) == (start == "fork")
+        infos = intake.inspect_all(paths, LimitsConfig())
+    finally:
+        other.set()
+        if thread.is_alive():
+            thread.join()
     monkeypatch.undo()
+    assert contexts == [start]
     assert [i.package for i in infos] == [f"app{i}" for i in range(5)]
     assert infos == [inspect_deb(p, LimitsConfig()) for p in paths]
 

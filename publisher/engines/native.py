@@ -178,6 +178,10 @@ class NativeEngine:
         known: dict[str, tuple[DebInfo, Stored]] = {}
         first: dict[str, DebInfo] = {}
         todo: list[tuple[str, DebInfo]] = []
+        # A single file needs no look-up: its create-only write refuses to replace an
+        # existing pool file, and _store then compares the content.  A batch looks
+        # its keys up at once (Storage.sizes: an lstat each, or listings on S3).
+        present = self.storage.sizes(sorted(set(keys))) if len(infos) > 1 else {}
         for info, key in zip(infos, keys, strict=True):
             earlier = first.get(key)
             if earlier is not None:  # the same key twice in the batch: the same bytes?
@@ -185,9 +189,7 @@ class NativeEngine:
                     raise _pool_conflict(info)
                 continue
             first[key] = info
-            # A single file needs no look-up: its create-only write refuses to replace
-            # an existing pool file, and _store then compares the content.
-            if len(infos) > 1 and self.storage.exists(key):
+            if key in present:
                 known[key] = (info, self._compare_stored(info))
             else:
                 todo.append((key, info))

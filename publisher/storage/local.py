@@ -206,12 +206,19 @@ class LocalStorage:
         here than walking the pool's directories.  A link is resolved and checked
         as every read does (:meth:`_checked`)."""
         found: dict[str, int] = {}
-        real_dir, lstat, is_link, is_file = self._real_dir, os.lstat, stat.S_ISLNK, stat.S_ISREG
+        dirs: dict[str, str | None] = {}  # for this call: a missing directory once
+        lstat, is_link, is_file = os.lstat, stat.S_ISLNK, stat.S_ISREG
         for key in keys:  # 10,000 keys take about 70 ms of lstat here: keep the rest lean
             try:
                 check_key(key)
                 parent, _, name = key.rpartition("/")
-                st = lstat(f"{real_dir(parent)}/{name}")
+                if parent not in dirs:
+                    real = self._real_dir(parent)  # remembered there only if it exists
+                    exists = parent in self._real_dirs or os.path.isdir(real)
+                    dirs[parent] = real if exists else None
+                if dirs[parent] is None:
+                    continue
+                st = lstat(f"{dirs[parent]}/{name}")
                 if is_link(st.st_mode):
                     st = os.stat(self._checked(key))
             except (UsageError, FileNotFoundError, NotADirectoryError):
