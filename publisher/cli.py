@@ -8,6 +8,7 @@ documented exit code (see docs/cli.md).  Commands import the heavy modules lazil
 
 from __future__ import annotations
 
+import gc
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -24,6 +25,8 @@ from publisher.cli_common import (
     json_option,
     package_version,
     pass_ctx,
+    pause_collector,
+    started,
     version_option,
     warn_deprecated,
 )
@@ -525,7 +528,11 @@ def fail(err: AptshipError) -> NoReturn:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: the one place that turns errors into exit codes."""
+    """Console entry point: the one place that turns errors into exit codes.
+
+    As the ``aptship`` command (``argv`` None: the process ends with the command),
+    start-up runs without the cyclic collector (:func:`cli_common.started`)."""
+    paused = argv is None and pause_collector()
     try:
         cli.main(args=argv, prog_name="aptship", standalone_mode=False)
     except AptshipError as err:
@@ -538,6 +545,10 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as ex:
         ex.show()
         sys.exit(UsageError.exit_code)
+    finally:
+        if paused:
+            started()  # a command that never opened a repository
+            gc.freeze()  # the exit's last collection: the process ends here
     sys.exit(0)
 
 

@@ -10,6 +10,7 @@ channels, a version is ``PACKAGE=VERSION`` or ``--version``.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 from collections.abc import Callable
@@ -107,6 +108,7 @@ class Context:
             from publisher.repo import Repository
 
             self._repo = Repository(self.config)
+            started()
         return self._repo
 
     @property
@@ -119,10 +121,37 @@ class Context:
         token = os.environ.get(TOKEN_ENV)
         if not token:
             raise UsageError(f"--server needs a token in ${TOKEN_ENV}")
+        started()
         return RemoteRepository(self.server, token)
 
 
 pass_ctx = click.make_pass_decorator(Context)
+
+# Start-up (docs/operations.md, "Performance"): a command spends about half of a small
+# publish loading modules, and the cyclic collector would scan their objects again
+# and again while they load.  ``aptship`` (cli.main) pauses it; once a command has
+# what it works with (:func:`started`), it runs again, with the objects alive then
+# (modules, classes, the config) frozen out of its passes.
+_paused = False
+
+
+def pause_collector() -> bool:
+    """Pause the cyclic collector for start-up; True if this paused it."""
+    global _paused
+    if not gc.isenabled():
+        return False
+    gc.disable()
+    _paused = True
+    return True
+
+
+def started() -> None:
+    """Start-up is over: collect again (what is alive now stays out of every pass)."""
+    global _paused
+    if _paused:
+        _paused = False
+        gc.freeze()
+        gc.enable()
 
 
 def current() -> Context:

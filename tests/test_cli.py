@@ -155,3 +155,40 @@ def test_key_export_and_token_commands_speak_json(cli: Cli, tmp_path: Path) -> N
     assert "unknown channel" in cli(
         "token", "create", "--name", "x", "--role", "read", "-c", "nope", code=4
     )
+
+
+def test_the_console_command_pauses_the_collector_during_start_up(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As the ``aptship`` command (no argv), main runs start-up without the cyclic
+    collector and runs the command with it, start-up's objects frozen out of its
+    passes; called with argv (in-process, as here elsewhere) it leaves gc alone."""
+    import gc
+
+    from publisher import cli_common
+    from publisher.cli import main
+
+    seen: list[bool] = []
+    real = cli_common.Context.__dict__["repo"].fget
+
+    def opening(ctx: cli_common.Context) -> object:
+        seen.append(gc.isenabled())  # before the repository is opened
+        repo = real(ctx)
+        seen.append(gc.isenabled())  # after
+        return repo
+
+    monkeypatch.setattr(cli_common.Context, "repo", property(opening))
+    monkeypatch.setattr("sys.argv", ["aptship", "--config", str(cli.config), "pins", "-c", "dev"])
+    frozen = gc.get_freeze_count()
+    try:
+        with pytest.raises(SystemExit) as done:
+            main()
+        assert done.value.code == 0
+        assert seen[:2] == [False, True] and gc.isenabled()
+        assert gc.get_freeze_count() > frozen
+    finally:
+        gc.unfreeze()
+    seen.clear()
+    with pytest.raises(SystemExit):
+        main(["--config", str(cli.config), "pins", "-c", "dev"])
+    assert seen[:2] == [True, True] and gc.get_freeze_count() == 0
