@@ -100,9 +100,7 @@ class LifecycleOps:
 
         def carried(name: str) -> bool:
             if name not in known:
-                known[name] = any(
-                    (ps := v.get(name)) is not None and bool(ps.entries) for v in views
-                )
+                known[name] = any(v.carries(name) for v in views)
             return known[name]
 
         return carried

@@ -208,6 +208,24 @@ class ChannelState:
     def get(self, package: str) -> PackageState | None:
         return self.shard(bucket_of(package)).get(package)
 
+    def carries(self, package: str) -> bool:
+        """Whether the channel has entries of ``package``.  A shard not loaded yet is
+        decoded only if its bytes name the package (a checked package name is its
+        own JSON string): most lookups are of packages the repository does not
+        carry (the OS's, for the dependency check)."""
+        bucket = bucket_of(package)
+        sha = self.head.shards.get(bucket)
+        if sha is None:
+            return False
+        if bucket not in self._shards and not self._names(bucket, sha, package):
+            return False
+        state = self.get(package)
+        return state is not None and bool(state.entries)
+
+    def _names(self, bucket: str, sha: str, package: str) -> bool:
+        quoted = json.dumps(package).encode()
+        return quoted in self.store.shard_bytes(self.channel, bucket, sha)
+
     def require(self, package: str) -> PackageState:
         state = self.get(package)
         if state is None or not state.entries:

@@ -155,3 +155,35 @@ def test_with_deps_fails_cleanly_when_the_source_cannot_help(
     with pytest.raises(DependencyUnsatisfied, match="'dev' cannot supply them either"):
         repo.promote("svc-a", None, "dev", "prod", with_deps=True)
     assert repo.pin_map("prod") == {}
+
+
+def test_carries_decodes_only_shards_that_name_the_package(
+    released: Repository, debs: DebFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ChannelState.carries answers like get(): a package with entries is carried;
+    an absent one, or one whose entries are all removed, is not.  A shard whose bytes
+    do not name the package is never decoded (the OS packages of every Depends)."""
+    from publisher import state as state_mod
+
+    released.publish("dev", [debs("svc-old", "1.0")])
+    released.remove("svc-old", "1.0", "dev", force=True)  # a state without entries
+    decoded: list[int] = []
+    decode = state_mod.decode_shard
+
+    def counting(data: bytes) -> state_mod.Shard:
+        decoded.append(len(data))
+        return decode(data)
+
+    monkeypatch.setattr(state_mod, "decode_shard", counting)
+    view = released.states.view("dev")
+    for name in ("python3", "libc6", "adduser", "zz-nothing"):
+        assert not view.carries(name)
+        state = view.get(name)
+        assert state is None or not state.entries
+    decoded.clear()
+    view = released.states.view("dev")
+    assert not view.carries("python3") and not view.carries("zz-nothing")
+    assert decoded == []  # no shard of theirs names them
+    assert view.carries("svc-lib") and view.carries("svc-a")
+    assert not view.carries("svc-old")  # named in its shard, decoded, no entries
+    assert len(decoded) >= 1
