@@ -396,11 +396,11 @@ class DistWriter:
         for arch in chan.architectures:
             texts = by_arch[arch]
             splice = functools.partial(self._splice_file, view, old, new, payloads)
-            merged = {first: splice(index_path(arch, first), first, texts, False)}
+            parts = splice(index_path(arch, first), first, texts, False)
             with _beside(listed and self.storage.name == "local") as run:
                 rest = [run(splice, index_path(arch, fmt), fmt, texts, False) for fmt in others]
                 if listed:
-                    self._list_plain(view.channel, old, new, arch, texts, merged)
+                    self._list_plain(view.channel, old, new, arch, texts, first, parts)
                 for future in rest:
                     future.result()
         # The channel's pins travel in the signed suite as one more index (docs/hosts.md).
@@ -636,15 +636,14 @@ class DistWriter:
         new: Record,
         arch: str,
         texts: Texts,
-        merged: dict[str, list[codecs.Part] | None],
+        fmt: str,
+        parts: list[codecs.Part] | None,
     ) -> None:
         """The uncompressed ``Packages`` that Release lists but nobody stores: its
         digests over the changed buckets' ``texts`` and the other buckets' text,
-        decompressed from the parts of a stored format (gz when stored: the cheapest
-        to decompress), two threads at a time."""
+        decompressed from the new ``parts`` of stored format ``fmt`` (None: that file
+        did not change), two threads at a time."""
         path = index_path(arch, "plain")
-        fmt = "gz" if "gz" in merged else next(iter(merged))
-        parts = merged[fmt]
         prev = old.files.get(path)
         if parts is None:
             if prev is not None and not self._touched(prev, texts):
