@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import statistics
 import subprocess
 import time
@@ -31,7 +30,7 @@ from pathlib import Path
 import requests
 
 from benchmarks import debgen
-from benchmarks.common import APTSHIP, BenchError, fmt_seconds, md_table, run
+from benchmarks.common import APTSHIP, BenchError, discard, fmt_seconds, md_table, run
 from benchmarks.serverbench import aptship_server
 
 CHANNEL = "bench"
@@ -100,9 +99,12 @@ def make_token(config: Path, env: dict[str, str], name: str, role: str, channel:
     return secret
 
 
-def copy_repository(src_root: Path, dest_root: Path, config_text: Callable[[Path], str]) -> Path:
-    """``cp -a`` of ``src_root/repo`` to ``dest_root/repo``; write its config; return it."""
-    shutil.rmtree(dest_root, ignore_errors=True)
+def copy_repository(
+    src_root: Path, dest_root: Path, config_text: Callable[[Path], str], trash: Path
+) -> Path:
+    """``cp -a`` of ``src_root/repo`` to ``dest_root/repo``; write its config; return it
+    (a ``dest_root`` left over goes to ``trash``)."""
+    discard(dest_root, trash)
     dest_root.mkdir(parents=True)
     subprocess.run(["cp", "-a", str(src_root / "repo"), str(dest_root / "repo")], check=True)
     config = dest_root / "aptship.toml"

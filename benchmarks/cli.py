@@ -24,8 +24,11 @@ from benchmarks.cipath import render_ci_path
 from benchmarks.common import (
     APTSHIP,
     REPO_ROOT,
+    TRASH,
     BenchError,
     Measure,
+    discard,
+    empty_trash,
     fmt_ratio,
     fmt_seconds,
     gpg_key,
@@ -408,7 +411,7 @@ class Bench:
         env = {k: v for k, v in self.env.items() if k not in ("AWS_SESSION_TOKEN", "AWS_PROFILE")}
         env.update(s3bench.DUMMY)
         root = self.work / "apt-loop" / f"{local.slug}-{size}"
-        shutil.rmtree(root, ignore_errors=True)
+        discard(root, self.work / TRASH)
         with aptship_server(cfg_path, env, self.work / "logs" / "s3-serve") as (base, _, _how):
             loop = AptLoop(root, base, local.public_key(), [BENCH, STAGE], secret).start()
             try:
@@ -434,6 +437,7 @@ class Bench:
             local.root,
             dest,
             lambda repo: toml_text(local.config_dict({"type": "local", "path": str(repo)})),
+            self.work / TRASH,
         )
         try:
             self.ci[size, local.name] = cipath.run_ci_path(
@@ -453,7 +457,7 @@ class Bench:
                     "through aptship serve added; aptship verify OK"
                 )
         finally:
-            shutil.rmtree(dest, ignore_errors=True)
+            discard(dest, self.work / TRASH)
 
     # -- server --------------------------------------------------------------------------
     def run_server(self) -> None:
@@ -588,6 +592,14 @@ class Bench:
             cwd=REPO_ROOT,
             check=False,
         )
+        self.note(
+            "each tool's earlier tree is moved aside, not deleted, before the next import; the "
+            "run deletes them after the timings: on ext4 without a journal, inodes freed in "
+            "the last minute slow every new file (`discard` in benchmarks/common.py)"
+        )
+        if (self.work / TRASH).exists():  # an interrupted run's; see common.discard
+            self.note("trees left by an interrupted run were deleted at the start")
+            empty_trash(self.work / TRASH)
         with self.stack:
             for size in self.args.sizes:
                 self.run_size(size)
@@ -603,7 +615,9 @@ class Bench:
                         self.fail("scale-out", exc)
             self.run_help()
         stop_gpg_agent(self.gnupghome)
-        report = render_report(self, time.perf_counter() - t0)
+        elapsed = time.perf_counter() - t0
+        empty_trash(self.work / TRASH)  # after the timings: see common.discard
+        report = render_report(self, elapsed)
         self.args.out.parent.mkdir(parents=True, exist_ok=True)
         self.args.out.write_text(report)
         print(report)

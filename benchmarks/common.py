@@ -150,6 +150,29 @@ def wait_port(port: int, timeout: float = 30.0) -> bool:
     return False
 
 
+TRASH = "trash"  # under --work: trees the run is done with (see discard)
+
+
+def discard(path: Path, trash: Path) -> None:
+    """Move ``path`` into ``trash`` (emptied by :func:`empty_trash` when the run ends).
+
+    Deleting a tree of 10,000+ files just before the next timed import skews that
+    import: on an ext4 file system without a journal (this benchmark's VMs), the inode
+    allocator skips every inode freed in the last 60 s (365 s while its inode table
+    block is unwritten), and each skip is a buffer-cache lookup, so each new file costs
+    a scan past the freed ones.  Tools that create a file per .deb (aptship, reprepro)
+    paid it; aptly, which hard-links the .debs into its pool, did not.
+    """
+    if not path.exists():
+        return
+    trash.mkdir(parents=True, exist_ok=True)
+    path.rename(Path(tempfile.mkdtemp(dir=trash, prefix=f"{path.name}-")) / path.name)
+
+
+def empty_trash(trash: Path) -> None:
+    shutil.rmtree(trash, ignore_errors=True)
+
+
 def machine() -> dict[str, str]:
     cpu = "unknown"
     try:

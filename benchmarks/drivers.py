@@ -16,13 +16,12 @@ promotion lands in a channel of N too.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar
 
-from benchmarks.common import APTSHIP, Sample, chunk_args, run, run_all, tool_env
+from benchmarks.common import APTSHIP, TRASH, Sample, chunk_args, discard, run, run_all, tool_env
 
 OPS = ("import", "add", "promote", "reindex", "verify")
 OP_TITLES = {
@@ -50,7 +49,7 @@ class Driver:
         raise NotImplementedError
 
     def reset(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
+        discard(self.root, self.work / TRASH)
         self.root.mkdir(parents=True)
 
     def import_all(self, files: Sequence[Path]) -> Sample:
