@@ -39,6 +39,7 @@ _XZ_FLAGS = b"\x00\x04"  # no flags, CRC64 check
 _XZ_HEADER = _XZ_MAGIC + _XZ_FLAGS + struct.pack("<I", zlib.crc32(_XZ_FLAGS))
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 XZ_PRESET = 6
+XZ_NICE_LEN = 32  # with the hash-chain match finder: see _xz_filters
 COMPRESS_THREADS = 2
 PARALLEL_BYTES = 1 << 20  # below this, starting threads costs more than it saves
 
@@ -64,13 +65,27 @@ def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
 
 
 def _xz_filters(size: int) -> list[dict[str, int]]:
-    """xz -6, with a dictionary no larger than the text needs (4 KiB .. 8 MiB).  A
-    bigger dictionary than the input changes nothing in the output but costs its
-    allocation on every part (a full render makes 256 of them)."""
+    """xz -6 with the hash-chain match finder and 32-byte nice matches, and a
+    dictionary no larger than the text needs (4 KiB .. 8 MiB).
+
+    On index parts the faster match finder costs almost nothing in size and saves a
+    third to a half of the CPU: on 256 parts cut from Debian bookworm's Packages
+    (8 MB) 1.3 s instead of 1.9 s for 0.8 % more bytes, on the benchmark's 10,000
+    entries 0.37 s instead of 0.69 s for 0.07 %.  A bigger dictionary than the input
+    changes nothing in the output but costs its allocation on every part (a full
+    render makes 256 of them)."""
     dict_size = 4096
     while dict_size < size and dict_size < 8 << 20:
         dict_size *= 2
-    return [{"id": lzma.FILTER_LZMA2, "preset": XZ_PRESET, "dict_size": dict_size}]
+    return [
+        {
+            "id": lzma.FILTER_LZMA2,
+            "preset": XZ_PRESET,
+            "dict_size": dict_size,
+            "mf": lzma.MF_HC4,
+            "nice_len": XZ_NICE_LEN,
+        }
+    ]
 
 
 def make_part(fmt: str, bucket: str, text: bytes | memoryview) -> Part:
