@@ -18,7 +18,7 @@ import pytest
 from publisher import intake
 from publisher.config import LimitsConfig
 from publisher.debfile import DebInfo, inspect_deb
-from publisher.errors import ControlRejected, InvalidPackage
+from publisher.errors import ControlRejected, InvalidPackage, StorageError
 from publisher.repo import Repository
 from publisher.storage import local
 from publisher.storage.local import LocalStorage
@@ -145,6 +145,33 @@ def test_files_are_synced_before_their_names_and_directories_after(
     assert min(i for i, (what, _) in enumerate(seen) if what == "dir") > max(links)
     root = str(tmp_path / "repo")
     assert set(dirs) >= {root, f"{root}/pool", f"{root}/pool/main/a/app1"}
+    assert not [p for p in (tmp_path / "repo").rglob(".tmp-*")]
+
+
+def test_a_failed_sync_names_nothing_and_leaves_no_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the syncing threads are not the writing ones: a failure there still fails the
+    # whole chunk before any of its files gets a name
+    monkeypatch.setattr(local, "SYNC_GROUP", 2)
+    sources = []
+    for i in range(6):
+        sources.append(tmp_path / f"src{i}")
+        sources[-1].write_bytes(b"y" * (i + 1))
+    sync_files = local._fsync_files
+    failing = str(tmp_path / "repo" / "pool" / "b")
+
+    def files(paths: list[str]) -> None:
+        if any(p.startswith(failing) for p in paths):
+            raise StorageError("cannot sync: injected")
+        sync_files(paths)
+
+    monkeypatch.setattr(local, "_fsync_files", files)
+    storage = LocalStorage(tmp_path / "repo")
+    items = [(f"pool/{'ab'[i // 4]}/f{i}.deb", src) for i, src in enumerate(sources)]
+    with pytest.raises(StorageError, match="injected"):
+        storage.write_files(items)
+    assert [key for key, _ in items if storage.exists(key)] == []
     assert not [p for p in (tmp_path / "repo").rglob(".tmp-*")]
 
 

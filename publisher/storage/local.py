@@ -27,7 +27,7 @@ import os
 import secrets
 import stat
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -45,8 +45,9 @@ from publisher.storage.keys import check_key
 CHUNK = 1024 * 1024
 _TMP_PREFIX = ".tmp-"
 DIR_CACHE = 4096  # resolved directories remembered per LocalStorage
-SYNC_THREADS = 16  # threads writing and syncing a batch (write_files)
-SYNC_GROUP = 16  # files one task writes, then syncs
+WRITE_THREADS = 2  # threads copying a batch into temporary files (write_files) ...
+SYNC_THREADS = 16  # ... and threads syncing them
+SYNC_GROUP = 16  # files one task writes, then hands to a syncing thread
 BATCH_CHUNK = 512  # files of a batch written before they are linked into place
 
 
@@ -420,11 +421,12 @@ class LocalStorage:
     ) -> builtins.list[PutResult | None]:
         """Store each ``(key, file)`` create-only, as one durable batch.
 
-        Chunk by chunk, ``SYNC_THREADS`` threads copy the files into temporary files
-        next to their keys (hashing on the way) and fsync them, ``SYNC_GROUP`` files
-        per task: the system calls run in parallel, and concurrent fsyncs share the
-        file system's journal commits, where one after another each waits for its
-        own.  Only then is each
+        Chunk by chunk, ``WRITE_THREADS`` threads copy the files into temporary files
+        next to their keys (hashing on the way), ``SYNC_GROUP`` files per task, and
+        hand each group to ``SYNC_THREADS`` threads that fsync them.  Copying is CPU
+        work, so few threads do it (more only contend in the kernel); fsync is a wait,
+        and concurrent fsyncs share the file system's journal commits, where one after
+        another each waits for its own.  Only once a chunk is synced is each file
         linked into place, so a pool file always has its full bytes, whatever the
         moment of a crash.  Last, every directory that gained an entry is fsynced
         once, so that the caller commits a state only over durable names.  A crash
@@ -434,18 +436,32 @@ class LocalStorage:
         results: builtins.list[PutResult | None] = []
         dirs: set[str] = set()
         made: set[str] = set()
-        with ThreadPoolExecutor(max_workers=SYNC_THREADS) as pool:
+        with (
+            ThreadPoolExecutor(max_workers=WRITE_THREADS) as writers,
+            ThreadPoolExecutor(max_workers=SYNC_THREADS) as syncers,
+        ):
             for start in range(0, len(items), BATCH_CHUNK):
                 chunk = items[start : start + BATCH_CHUNK]
                 futures = [
-                    pool.submit(self._stage_group, chunk[i : i + SYNC_GROUP], hash_names, made)
+                    writers.submit(
+                        self._stage_group, chunk[i : i + SYNC_GROUP], hash_names, made, syncers
+                    )
                     for i in range(0, len(chunk), SYNC_GROUP)
                 ]
                 staged: builtins.list[_Staged] = []
+                syncs: builtins.list[Future[None]] = []
                 failure: BaseException | None = None
                 for future in futures:  # each group removes its own files if it fails
                     try:
-                        staged += future.result()
+                        group, synced = future.result()
+                    except BaseException as exc:
+                        failure = failure or exc
+                        continue
+                    staged += group
+                    syncs.append(synced)
+                for synced in syncs:
+                    try:
+                        synced.result()
                     except BaseException as exc:
                         failure = failure or exc
                 try:
@@ -460,24 +476,28 @@ class LocalStorage:
                     for item in staged:
                         with contextlib.suppress(FileNotFoundError):
                             os.unlink(item.tmp)
-            list(pool.map(_fsync_dir, sorted(dirs)))
+            list(syncers.map(_fsync_dir, sorted(dirs)))
         return results
 
     def _stage_group(
-        self, group: Sequence[tuple[str, Path]], hash_names: tuple[str, ...], made: set[str]
-    ) -> builtins.list[_Staged]:
-        """Stage a few files, then fsync them (one task of a pool thread)."""
+        self,
+        group: Sequence[tuple[str, Path]],
+        hash_names: tuple[str, ...],
+        made: set[str],
+        syncers: ThreadPoolExecutor,
+    ) -> tuple[builtins.list[_Staged], Future[None]]:
+        """Stage a few files and hand them to ``syncers`` (one task of a writing
+        thread); return them and their fsync's future."""
         staged: builtins.list[_Staged] = []
         try:
             for key, src in group:
                 staged.append(self._stage(key, src, hash_names, made))
-            _fsync_files([item.tmp for item in staged])
         except BaseException:
             for item in staged:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(item.tmp)
             raise
-        return staged
+        return staged, syncers.submit(_fsync_files, [item.tmp for item in staged])
 
     def _link(self, item: _Staged) -> PutResult | None:
         try:
