@@ -175,6 +175,31 @@ def test_a_failed_sync_names_nothing_and_leaves_no_temporary_file(
     assert not [p for p in (tmp_path / "repo").rglob(".tmp-*")]
 
 
+def test_a_failed_link_leaves_no_temporary_file_of_the_chunk_copied_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the next chunk is copied while one is linked: a failed link removes both
+    monkeypatch.setattr(local, "BATCH_CHUNK", 2)
+    sources = []
+    for i in range(6):
+        sources.append(tmp_path / f"src{i}")
+        sources[-1].write_bytes(b"z" * (i + 1))
+    link = os.link
+
+    def linking(src: str, dst: str, **kw: object) -> None:
+        if str(dst).endswith("f1.deb"):
+            raise PermissionError(13, "Permission denied")
+        link(src, dst, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "link", linking)
+    storage = LocalStorage(tmp_path / "repo")
+    items = [(f"pool/a/f{i}.deb", src) for i, src in enumerate(sources)]
+    with pytest.raises(StorageError, match=r"f1\.deb: Permission denied"):
+        storage.write_files(items)
+    assert [key for key, _ in items if storage.exists(key)] == ["pool/a/f0.deb"]
+    assert not [p for p in (tmp_path / "repo").rglob(".tmp-*")]
+
+
 def test_a_failed_batch_leaves_no_temporary_file(tmp_path: Path) -> None:
     good = tmp_path / "good"
     good.write_bytes(b"x")

@@ -105,7 +105,7 @@ class NativeEngine:
             # (hash dicts, ETags) are alive at a time, not 50,000 of them
             for start in range(0, len(todo), WRITE_SLICE):
                 part = todo[start : start + WRITE_SLICE]
-                puts = batch.write_files([(key, info.path) for key, info in part])
+                puts = batch.write_files([(key, info.file) for key, info in part])
                 for (key, info), put in zip(part, puts, strict=True):
                     if put is None:  # stored meanwhile by another publish: same bytes?
                         make(key, info, self._compare_stored(info))

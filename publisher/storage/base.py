@@ -15,6 +15,7 @@ boundary; no backend type leaks out.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,7 +156,7 @@ class BatchWrites(Protocol):
 
     def write_files(
         self,
-        items: Sequence[tuple[str, Path]],
+        items: Sequence[tuple[str, str | os.PathLike[str]]],
         *,
         hash_names: tuple[str, ...] = ("md5", "sha1", "sha256"),
     ) -> list[PutResult | None]:

@@ -95,6 +95,37 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+_Pending = list["Future[tuple[list[_Staged], Future[None]]]"]  # a chunk's groups in flight
+
+
+def _settle(groups: _Pending) -> tuple[list[_Staged], BaseException | None]:
+    """Wait for a chunk's groups, copied and synced; its files, and the first failure
+    (a group that fails removes its own files)."""
+    staged: list[_Staged] = []
+    syncs: list[Future[None]] = []
+    failure: BaseException | None = None
+    for future in groups:
+        try:
+            group, synced = future.result()
+        except BaseException as exc:
+            failure = failure or exc
+            continue
+        staged += group
+        syncs.append(synced)
+    for synced in syncs:
+        try:
+            synced.result()
+        except BaseException as exc:
+            failure = failure or exc
+    return staged, failure
+
+
+def _remove(staged: list[_Staged]) -> None:
+    for item in staged:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(item.tmp)
+
+
 class LocalStorage:
     name = "local"
 
@@ -373,7 +404,9 @@ class LocalStorage:
             return self.write_bytes(dst, self.read_bytes(src))
         return self._commit(tmp, path, dst, False, None)
 
-    def _stage(self, key: str, src: Path, hash_names: tuple[str, ...], made: set[str]) -> _Staged:
+    def _stage(
+        self, key: str, src: str | os.PathLike[str], hash_names: tuple[str, ...], made: set[str]
+    ) -> _Staged:
         """Copy ``src`` next to ``key`` into a temporary file, hashing on the way
         (``made``: directories known to exist)."""
         path = self._checked(key)
@@ -389,7 +422,8 @@ class LocalStorage:
         try:
             source = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as exc:
-            raise InvalidPackage(f"{src.name}: cannot read it ({exc.strerror})") from None
+            name = os.path.basename(src)
+            raise InvalidPackage(f"{name}: cannot read it ({exc.strerror})") from None
         tmp = os.path.join(parent, f"{_TMP_PREFIX}{secrets.token_hex(8)}")
         try:
             out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
@@ -415,7 +449,7 @@ class LocalStorage:
 
     def write_files(
         self,
-        items: Sequence[tuple[str, Path]],
+        items: Sequence[tuple[str, str | os.PathLike[str]]],
         *,
         hash_names: tuple[str, ...] = ("md5", "sha1", "sha256"),
     ) -> builtins.list[PutResult | None]:
@@ -426,44 +460,34 @@ class LocalStorage:
         hand each group to ``SYNC_THREADS`` threads that fsync them.  Copying is CPU
         work, so few threads do it (more only contend in the kernel); fsync is a wait,
         and concurrent fsyncs share the file system's journal commits, where one after
-        another each waits for its own.  Only once a chunk is synced is each file
-        linked into place, so a pool file always has its full bytes, whatever the
-        moment of a crash.  Last, every directory that gained an entry is fsynced
-        once, so that the caller commits a state only over durable names.  A crash
-        leaves at most one chunk of temporary files (hidden from :meth:`list`, like
-        the one of a single write).
+        another each waits for its own.  Only once a chunk is synced is each of its
+        files linked into place (while the next chunk is copied), so a pool file
+        always has its full bytes, whatever the moment of a crash.  Last, every
+        directory that gained an entry is fsynced once, so that the caller commits a
+        state only over durable names.  A crash leaves at most two chunks of
+        temporary files (hidden from :meth:`list`, like the one of a single write).
         """
         results: builtins.list[PutResult | None] = []
         dirs: set[str] = set()
         made: set[str] = set()
+        chunks = [items[i : i + BATCH_CHUNK] for i in range(0, len(items), BATCH_CHUNK)]
         with (
             ThreadPoolExecutor(max_workers=WRITE_THREADS) as writers,
             ThreadPoolExecutor(max_workers=SYNC_THREADS) as syncers,
         ):
-            for start in range(0, len(items), BATCH_CHUNK):
-                chunk = items[start : start + BATCH_CHUNK]
-                futures = [
+
+            def submit(chunk: Sequence[tuple[str, str | os.PathLike[str]]]) -> _Pending:
+                return [
                     writers.submit(
                         self._stage_group, chunk[i : i + SYNC_GROUP], hash_names, made, syncers
                     )
                     for i in range(0, len(chunk), SYNC_GROUP)
                 ]
-                staged: builtins.list[_Staged] = []
-                syncs: builtins.list[Future[None]] = []
-                failure: BaseException | None = None
-                for future in futures:  # each group removes its own files if it fails
-                    try:
-                        group, synced = future.result()
-                    except BaseException as exc:
-                        failure = failure or exc
-                        continue
-                    staged += group
-                    syncs.append(synced)
-                for synced in syncs:
-                    try:
-                        synced.result()
-                    except BaseException as exc:
-                        failure = failure or exc
+
+            ahead = submit(chunks[0]) if chunks else []
+            for n in range(len(chunks)):
+                staged, failure = _settle(ahead)
+                ahead = submit(chunks[n + 1]) if failure is None and n + 1 < len(chunks) else []
                 try:
                     if failure is not None:
                         raise failure
@@ -472,16 +496,17 @@ class LocalStorage:
                         parent = os.path.dirname(item.path)
                         if parent not in dirs:
                             dirs.update(self._parents(parent))
+                except BaseException:
+                    _remove(_settle(ahead)[0])  # the next chunk, copied meanwhile
+                    raise
                 finally:
-                    for item in staged:
-                        with contextlib.suppress(FileNotFoundError):
-                            os.unlink(item.tmp)
+                    _remove(staged)
             list(syncers.map(_fsync_dir, sorted(dirs)))
         return results
 
     def _stage_group(
         self,
-        group: Sequence[tuple[str, Path]],
+        group: Sequence[tuple[str, str | os.PathLike[str]]],
         hash_names: tuple[str, ...],
         made: set[str],
         syncers: ThreadPoolExecutor,
@@ -493,9 +518,7 @@ class LocalStorage:
             for key, src in group:
                 staged.append(self._stage(key, src, hash_names, made))
         except BaseException:
-            for item in staged:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(item.tmp)
+            _remove(staged)
             raise
         return staged, syncers.submit(_fsync_files, [item.tmp for item in staged])
 
