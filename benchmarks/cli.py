@@ -36,6 +36,7 @@ from benchmarks.common import (
     machine,
     md_table,
     run,
+    settle,
     stop_gpg_agent,
     tool_env,
     tool_version,
@@ -600,6 +601,10 @@ class Bench:
         if (self.work / TRASH).exists():  # an interrupted run's; see common.discard
             self.note("trees left by an interrupted run were deleted at the start")
             empty_trash(self.work / TRASH)
+        if not self.args.smoke:  # timings only: a smoke run checks correctness
+            waited = settle(self.work / TRASH, self.log)
+            if waited:
+                self.note(f"the run waited {waited:.0f} s for the last run's deletions to settle")
         with self.stack:
             for size in self.args.sizes:
                 self.run_size(size)

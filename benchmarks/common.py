@@ -13,7 +13,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -169,8 +169,31 @@ def discard(path: Path, trash: Path) -> None:
     path.rename(Path(tempfile.mkdtemp(dir=trash, prefix=f"{path.name}-")) / path.name)
 
 
+SETTLE = 370.0  # seconds after a deletion until ext4 (no journal) reuses its inodes freely
+
+
 def empty_trash(trash: Path) -> None:
-    shutil.rmtree(trash, ignore_errors=True)
+    """Delete ``trash``, and note when (in ``trash``'s parent: see :func:`settle`)."""
+    if trash.exists():
+        shutil.rmtree(trash, ignore_errors=True)
+        (trash.parent / f"{trash.name}.deleted").write_text(f"{time.time()}\n")
+
+
+def settle(trash: Path, log: Callable[[str], None]) -> float:
+    """Wait until :data:`SETTLE` seconds have passed since the last :func:`empty_trash`
+    of ``trash`` (a run right after another would otherwise time its first imports in
+    the shadow of the previous run's deletions, see :func:`discard`); the seconds
+    waited."""
+    stamp = trash.parent / f"{trash.name}.deleted"
+    try:
+        age = time.time() - float(stamp.read_text())
+    except (OSError, ValueError):
+        return 0.0
+    wait = min(SETTLE, max(0.0, SETTLE - age))
+    if wait > 0:
+        log(f"the last run deleted its trees {age:.0f} s ago: waiting {wait:.0f} s (see discard)")
+        time.sleep(wait)
+    return wait
 
 
 def machine() -> dict[str, str]:
