@@ -263,10 +263,15 @@ class Bench:
         ]
         drivers += self.peers(size)
         self.results[size] = {}
+        imports = self.run_imports(drivers, size, files)
         for driver in drivers:
             self.commands[driver.name] = driver.commands
+            if driver.name not in imports:
+                continue  # its import failed: reported
             try:
-                self.results[size][driver.name] = self.run_driver(driver, size, files, extras)
+                self.results[size][driver.name] = self.run_driver(
+                    driver, imports[driver.name], extras
+                )
             except Exception as exc:
                 self.fail(f"{driver.name} at N={size}", exc)
                 continue
@@ -289,15 +294,36 @@ class Bench:
             ):
                 self.kept = driver
 
-    def run_driver(
-        self, d: Driver, size: int, files: list[Path], extras: list[Path]
+    def run_imports(
+        self, drivers: list[Driver], size: int, files: list[Path]
     ) -> dict[str, Measure]:
-        m = {op: Measure() for op in OPS}
+        """The full imports, interleaved: round by round, each tool once, the first of
+        a round rotating.  So every tool's imports sample the same minutes of this
+        shared machine, whose speed drifts by tens of percent from one minute to the
+        next; tool after tool, a ratio measured the drift as much as the tools.  Each
+        tool's last import stays for its other operations.  A tool whose import fails
+        is reported and leaves the rounds."""
+        done: dict[str, Measure] = {d.name: Measure() for d in drivers}
+        going = list(drivers)
         for i in range(self.import_runs(size)):
-            d.reset()
-            os.sync()  # start each import with no writeback of the previous run pending
-            m["import"].add(d.import_all(files))
-            self.log(f"  {d.name:<14} import #{i + 1}: {m['import'].samples[-1].wall:.2f} s")
+            shift = i % len(going) if going else 0
+            for d in going[shift:] + going[:shift]:
+                d.reset()
+                os.sync()  # start each import with no writeback of the previous run pending
+                try:
+                    done[d.name].add(d.import_all(files))
+                except Exception as exc:
+                    self.fail(f"{d.name} at N={size}", exc)
+                    going.remove(d)
+                    del done[d.name]
+                    continue
+                wall = done[d.name].samples[-1].wall
+                self.log(f"  {d.name:<14} import #{i + 1}: {wall:.2f} s")
+        return done
+
+    def run_driver(self, d: Driver, imported: Measure, extras: list[Path]) -> dict[str, Measure]:
+        m = {op: Measure() for op in OPS}
+        m["import"] = imported
         d.prepare_stage()
         for deb in extras:
             m["add"].add(d.add_one(deb))
@@ -654,6 +680,7 @@ def render_report(b: Bench, elapsed: float) -> str:
         f"{tool_version(['nginx', '-v'])}; {tool_version(['wrk', '--version'])}",
         f"- runs: median of {b.args.runs} per operation; the full import runs "
         + ", ".join(f"{b.import_runs(n)}x at N={n:,}" for n in b.args.sizes)
+        + ", interleaved (each round imports once with every tool, the first rotating)"
         + "; peak RSS is the largest over the runs (`/usr/bin/time -f %M`: the largest "
         "process of the command's tree)",
         f"- load average (1/5/15 min) at start: {b.load_start}; at end: {mach['load']} "
