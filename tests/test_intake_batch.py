@@ -9,7 +9,7 @@ import multiprocessing
 import os
 import shutil
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +94,15 @@ def test_a_batch_publishes_through_the_workers(
     assert verify(repo) == []
 
 
+def sources_of(tmp_path: Path, sizes: Iterable[int]) -> list[Path]:
+    """Files ``src0``, ``src1``, ... of these sizes, each a different content."""
+    paths = []
+    for i, size in enumerate(sizes):
+        paths.append(tmp_path / f"src{i}")
+        paths[-1].write_bytes(b"x" * size)
+    return paths
+
+
 def events(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
     """What write_files does, in order: syncs of files, links, syncs of directories."""
     seen: list[tuple[str, str]] = []
@@ -121,10 +130,7 @@ def test_files_are_synced_before_their_names_and_directories_after(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(local, "BATCH_CHUNK", 3)
-    sources = []
-    for i in range(7):
-        sources.append(tmp_path / f"src{i}")
-        sources[-1].write_bytes(b"x" * i * 1000)
+    sources = sources_of(tmp_path, [i * 1000 for i in range(7)])
     storage = LocalStorage(tmp_path / "repo")
     items = [(f"pool/main/a/app{i % 3}/f{i}.deb", src) for i, src in enumerate(sources)]
     storage.write_bytes("pool/main/a/app0/f0.deb", b"already there")
@@ -154,10 +160,7 @@ def test_a_failed_sync_names_nothing_and_leaves_no_temporary_file(
     # the syncing threads are not the writing ones: a failure there still fails the
     # whole chunk before any of its files gets a name
     monkeypatch.setattr(local, "SYNC_GROUP", 2)
-    sources = []
-    for i in range(6):
-        sources.append(tmp_path / f"src{i}")
-        sources[-1].write_bytes(b"y" * (i + 1))
+    sources = sources_of(tmp_path, range(1, 7))
     sync_files = local._fsync_files
     failing = str(tmp_path / "repo" / "pool" / "b")
 
@@ -180,10 +183,7 @@ def test_a_failed_link_leaves_no_temporary_file_of_the_chunk_copied_meanwhile(
 ) -> None:
     # the next chunk is copied while one is linked: a failed link removes both
     monkeypatch.setattr(local, "BATCH_CHUNK", 2)
-    sources = []
-    for i in range(6):
-        sources.append(tmp_path / f"src{i}")
-        sources[-1].write_bytes(b"z" * (i + 1))
+    sources = sources_of(tmp_path, range(1, 7))
     link = os.link
 
     def linking(src: str, dst: str, **kw: object) -> None:
