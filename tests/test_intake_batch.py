@@ -154,6 +154,16 @@ def test_files_are_synced_before_their_names_and_directories_after(
     assert not [p for p in (tmp_path / "repo").rglob(".tmp-*")]
 
 
+def failed_write(root: Path, items: list[tuple[str, Path]], error: str) -> list[str]:
+    """``write_files`` of ``items`` into ``root``, which must fail with ``error`` and
+    leave no temporary file; the keys it named."""
+    storage = LocalStorage(root)
+    with pytest.raises(StorageError, match=error):
+        storage.write_files(items)
+    assert not [p for p in root.rglob(".tmp-*")]
+    return [key for key, _ in items if storage.exists(key)]
+
+
 def test_a_failed_sync_names_nothing_and_leaves_no_temporary_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -170,12 +180,8 @@ def test_a_failed_sync_names_nothing_and_leaves_no_temporary_file(
         sync_files(paths)
 
     monkeypatch.setattr(local, "_fsync_files", files)
-    storage = LocalStorage(tmp_path / "repo")
     items = [(f"pool/{'ab'[i // 4]}/f{i}.deb", src) for i, src in enumerate(sources)]
-    with pytest.raises(StorageError, match="injected"):
-        storage.write_files(items)
-    assert [key for key, _ in items if storage.exists(key)] == []
-    assert not [p for p in (tmp_path / "repo").rglob(".tmp-*")]
+    assert failed_write(tmp_path / "repo", items, "injected") == []
 
 
 def test_a_failed_link_leaves_no_temporary_file_of_the_chunk_copied_meanwhile(
@@ -192,12 +198,10 @@ def test_a_failed_link_leaves_no_temporary_file_of_the_chunk_copied_meanwhile(
         link(src, dst, **kw)  # type: ignore[arg-type]
 
     monkeypatch.setattr(os, "link", linking)
-    storage = LocalStorage(tmp_path / "repo")
     items = [(f"pool/a/f{i}.deb", src) for i, src in enumerate(sources)]
-    with pytest.raises(StorageError, match=r"f1\.deb: Permission denied"):
-        storage.write_files(items)
-    assert [key for key, _ in items if storage.exists(key)] == ["pool/a/f0.deb"]
-    assert not [p for p in (tmp_path / "repo").rglob(".tmp-*")]
+    assert failed_write(tmp_path / "repo", items, r"f1\.deb: Permission denied") == [
+        "pool/a/f0.deb"
+    ]
 
 
 def test_a_failed_batch_leaves_no_temporary_file(tmp_path: Path) -> None:
