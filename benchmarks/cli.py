@@ -215,6 +215,11 @@ class Bench:
         self.env = tool_env(self.gnupghome, self.work / "pycache")
 
     # -- helpers ---------------------------------------------------------------------
+    @property
+    def trash(self) -> Path:
+        """Where trees the run is done with wait to be deleted (common.discard)."""
+        return self.work / TRASH
+
     def log(self, msg: str) -> None:
         print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -438,7 +443,7 @@ class Bench:
         env = {k: v for k, v in self.env.items() if k not in ("AWS_SESSION_TOKEN", "AWS_PROFILE")}
         env.update(s3bench.DUMMY)
         root = self.work / "apt-loop" / f"{local.slug}-{size}"
-        discard(root, self.work / TRASH)
+        discard(root, self.trash)
         with aptship_server(cfg_path, env, self.work / "logs" / "s3-serve") as (base, _, _how):
             loop = AptLoop(root, base, local.public_key(), [BENCH, STAGE], secret).start()
             try:
@@ -464,7 +469,7 @@ class Bench:
             local.root,
             dest,
             lambda repo: toml_text(local.config_dict({"type": "local", "path": str(repo)})),
-            self.work / TRASH,
+            self.trash,
         )
         try:
             self.ci[size, local.name] = cipath.run_ci_path(
@@ -484,7 +489,7 @@ class Bench:
                     "through aptship serve added; aptship verify OK"
                 )
         finally:
-            discard(dest, self.work / TRASH)
+            discard(dest, self.trash)
 
     # -- server --------------------------------------------------------------------------
     def run_server(self) -> None:
@@ -624,11 +629,11 @@ class Bench:
             "run deletes them after the timings: on ext4 without a journal, inodes freed in "
             "the last minute slow every new file (`discard` in benchmarks/common.py)"
         )
-        if (self.work / TRASH).exists():  # an interrupted run's; see common.discard
+        if self.trash.exists():  # an interrupted run's; see common.discard
             self.note("trees left by an interrupted run were deleted at the start")
-            empty_trash(self.work / TRASH)
+            empty_trash(self.trash)
         if not self.args.smoke:  # timings only: a smoke run checks correctness
-            waited = settle(self.work / TRASH, self.log)
+            waited = settle(self.trash, self.log)
             if waited:
                 self.note(f"the run waited {waited:.0f} s for the last run's deletions to settle")
         with self.stack:
@@ -647,7 +652,7 @@ class Bench:
             self.run_help()
         stop_gpg_agent(self.gnupghome)
         elapsed = time.perf_counter() - t0
-        empty_trash(self.work / TRASH)  # after the timings: see common.discard
+        empty_trash(self.trash)  # after the timings: see common.discard
         report = render_report(self, elapsed)
         self.args.out.parent.mkdir(parents=True, exist_ok=True)
         self.args.out.write_text(report)
